@@ -1,0 +1,51 @@
+"""``dipo.core``: the DiPO algorithm on plain tensors (no TRL/verl imports), CPU or GPU.
+
+Spec sections refer to ``docs/algorithm.md`` (the project's DiPO spec):
+
+- §3 :func:`sequence_log_ppl`
+- §4 :class:`PPLQueue`
+- §5 :func:`find_threshold`, :func:`judge`, :func:`quadrant_labels`
+- §6 :func:`reallocate`
+- §7 :func:`group_advantages`, :func:`fold_advantages`, :func:`realloc_scale`
+- the whole step: :class:`DiPO` with :class:`DiPOCoreConfig`
+"""
+
+from dipo.core.advantages import fold_advantages, group_advantages, realloc_scale
+from dipo.core.baselines import perplexity_bonus
+from dipo.core.brr import Reallocation, in_space, reallocate, reallocate_detailed, select_max_ppl
+from dipo.core.config import DiPOCoreConfig
+from dipo.core.dipo import DiPO, DiPOStepOutput
+from dipo.core.groups import GroupType, classify_groups, correctness, zero_variance_groups
+from dipo.core.judgment import Judgment, judge, wilson_interval
+from dipo.core.perplexity import sequence_log_ppl
+from dipo.core.quadrants import Quadrant, quadrant_labels
+from dipo.core.queue import PPLQueue
+from dipo.core.threshold import find_threshold, threshold_error
+
+__all__ = [
+    "DiPO",
+    "DiPOCoreConfig",
+    "DiPOStepOutput",
+    "GroupType",
+    "Judgment",
+    "PPLQueue",
+    "Quadrant",
+    "Reallocation",
+    "classify_groups",
+    "correctness",
+    "find_threshold",
+    "fold_advantages",
+    "group_advantages",
+    "in_space",
+    "judge",
+    "perplexity_bonus",
+    "quadrant_labels",
+    "realloc_scale",
+    "reallocate",
+    "reallocate_detailed",
+    "select_max_ppl",
+    "sequence_log_ppl",
+    "threshold_error",
+    "wilson_interval",
+    "zero_variance_groups",
+]

@@ -1,0 +1,175 @@
+"""Bidirectional Reward Reallocation (spec §6)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from dipo.core._checks import (
+    check_1d,
+    check_binary_rewards,
+    check_choice,
+    check_finite_rewards,
+    check_group_size,
+    check_log_ppl,
+    check_same_shape,
+    valid_mask,
+)
+from dipo.core.groups import GroupType, classify_groups
+
+MEMBERSHIPS = ("selected", "all", "mean")
+REWARD_MODES = ("binary", "graded")
+
+
+@dataclass(frozen=True)
+class Reallocation:
+    """Everything BRR decided for one batch.
+
+    Attributes:
+        rewards: ``[N]`` R_r — equal to R except in reallocated groups.
+        mask: ``[N]`` bool, rows of reallocated groups.
+        group_types: ``[B]`` :class:`GroupType` of every group.
+        selected: ``[B]`` index inside the group of the maximum-PPL response (``-1`` if the group has no valid PPL).
+        hard: ``[B]`` bool, reallocated hard groups (maximum-PPL reward).
+        easy: ``[B]`` bool, reallocated easy groups (maximum-PPL penalty).
+    """
+
+    rewards: Tensor
+    mask: Tensor
+    group_types: Tensor
+    selected: Tensor
+    hard: Tensor
+    easy: Tensor
+
+
+def select_max_ppl(log_ppl: Tensor, group_size: int) -> Tensor:
+    """Spec §6: index of the maximum-PPL response of each group (valid rows only; ties → lowest index; -1 if none)."""
+    s = log_ppl.view(-1, group_size)
+    has_valid = ~torch.isnan(s)
+    masked = torch.where(has_valid, s, torch.full_like(s, -torch.inf))
+    idx = masked.argmax(dim=1)  # torch.argmax returns the first maximal index
+    return torch.where(has_valid.any(1), idx, torch.full_like(idx, -1))
+
+
+def in_space(
+    log_ppl: Tensor, selected: Tensor, group_size: int, threshold: float, membership: str, low: bool
+) -> Tensor:
+    """Spec §6 [choice: membership]: does each group lie in the exploitation (``low``) or exploration space?
+
+    ``"selected"``: the maximum-PPL response lies in the space; ``"all"``: every valid response does;
+    ``"mean"``: the group's mean log-PPL does. Groups without valid PPL are in no space.
+    """
+    s = log_ppl.view(-1, group_size)
+    ok = ~torch.isnan(s)
+    side = (lambda x: x < threshold) if low else (lambda x: x > threshold)
+    if membership == "selected":
+        chosen = s.gather(1, selected.clamp(min=0).unsqueeze(1)).squeeze(1)
+        result = side(chosen)
+    elif membership == "all":
+        result = (side(s) | ~ok).all(1)
+    else:  # "mean"
+        result = side(torch.nanmean(s, dim=1))
+    return result & ok.any(1)
+
+
+def reallocate_detailed(
+    rewards: Tensor,
+    log_ppl: Tensor,
+    group_size: int,
+    threshold: float,
+    membership: str = "selected",
+    *,
+    reward_mode: str = "binary",
+    correct_threshold: float = 0.5,
+    graded_delta: float | None = None,
+    reallocate_hard: bool = True,
+    reallocate_easy: bool = True,
+    valid: Tensor | None = None,
+    zero_variance_tol: float = 1e-6,
+) -> Reallocation:
+    """Spec §6 BRR with every decision returned; see :func:`reallocate` for the rule."""
+    check_1d("rewards", rewards)
+    check_1d("log_ppl", log_ppl)
+    check_same_shape("rewards", rewards, "log_ppl", log_ppl)
+    check_group_size(rewards.numel(), group_size)
+    check_choice("membership", membership, MEMBERSHIPS)
+    check_choice("reward_mode", reward_mode, REWARD_MODES)
+    check_log_ppl(log_ppl)
+    valid = valid_mask(rewards.numel(), valid, rewards.device)
+    check_finite_rewards(rewards, valid)
+    if reward_mode == "binary":
+        check_binary_rewards(rewards, valid)
+
+    group_types = classify_groups(rewards, valid, group_size, correct_threshold, zero_variance_tol)
+    selected = select_max_ppl(log_ppl, group_size)
+    if math.isnan(threshold):
+        no = torch.zeros_like(group_types, dtype=torch.bool)
+        hard, easy = no, no
+    else:
+        hard = (group_types == GroupType.HARD) & in_space(log_ppl, selected, group_size, threshold, membership, True)
+        easy = (group_types == GroupType.EASY) & in_space(log_ppl, selected, group_size, threshold, membership, False)
+        hard = hard & reallocate_hard
+        easy = easy & reallocate_easy
+
+    delta = _reallocation_delta(rewards, valid, reward_mode, graded_delta)
+    r = torch.where(valid, rewards, torch.zeros_like(rewards)).view(-1, group_size).clone()
+    rows = torch.arange(r.shape[0], device=r.device)
+    col = selected.clamp(min=0)
+    shift = torch.where(hard, delta, torch.where(easy, -delta, 0.0)).to(r.dtype)
+    r[rows, col] = r[rows, col] + shift
+    realloc_rewards = torch.where(valid, r.view(-1), rewards)
+    mask = (hard | easy).repeat_interleave(group_size)
+    return Reallocation(realloc_rewards, mask, group_types, selected, hard, easy)
+
+
+def _reallocation_delta(rewards: Tensor, valid: Tensor, reward_mode: str, graded_delta: float | None) -> float:
+    """How far BRR moves the selected reward: 1 for binary rewards (0 ↔ 1); for graded rewards ``graded_delta``,
+    or by default the batch's observed reward range (1.0 if the whole batch is constant)."""
+    if reward_mode == "binary":
+        return 1.0
+    if graded_delta is not None:
+        return float(graded_delta)
+    if not bool(valid.any()):
+        return 1.0
+    r = rewards[valid]
+    span = float(r.max() - r.min())
+    return span if span > 0 else 1.0
+
+
+def reallocate(
+    rewards: Tensor,
+    log_ppl: Tensor,
+    group_size: int,
+    threshold: float,
+    membership: str = "selected",
+    **options: object,
+) -> tuple[Tensor, Tensor]:
+    """Spec §6, Bidirectional Reward Reallocation: the reallocated rewards R_r and the rows that changed group.
+
+    Only extreme groups are touched. With j the maximum-PPL response of the group:
+
+    * hard group (all wrong) lying in the exploitation space (s < τ*) → j gets the reward ``+delta`` (binary: 1,
+      the others stay 0): the *maximum-PPL reward*, exploration;
+    * easy group (all right) lying in the exploration space (s > τ*) → j gets ``-delta`` (binary: 0, the others
+      stay 1): the *maximum-PPL penalty*, exploitation;
+    * every other group is left as is (R_r = R) and is not in the mask.
+
+    The verifier reward R is never modified; R_r is a separate channel (spec §7).
+
+    Args:
+        rewards: ``[N]`` verifier rewards, groups of ``group_size`` contiguous rows.
+        log_ppl: ``[N]`` log-perplexities (NaN: no valid token, never selected).
+        group_size: G.
+        threshold: τ* on the log-PPL scale (NaN: no reallocation).
+        membership: "selected" (default) | "all" | "mean", see :func:`in_space`.
+        **options: ``reward_mode``, ``correct_threshold``, ``graded_delta``, ``reallocate_hard``,
+            ``reallocate_easy``, ``valid``, ``zero_variance_tol`` (see :func:`reallocate_detailed`).
+
+    Returns:
+        ``(realloc_rewards [N], realloc_mask [N] bool)``.
+    """
+    result = reallocate_detailed(rewards, log_ppl, group_size, threshold, membership, **options)  # type: ignore[arg-type]
+    return result.rewards, result.mask

@@ -1,0 +1,211 @@
+"""The DiPO step (spec §3–§7, §10): one stateful entry point that frameworks call once per batch.
+
+Read top to bottom with the paper beside it:
+1. correctness of each response from the verifier reward (§2);
+2. push the batch's (log-PPL, correct) pairs into the PPL queue (§4);
+3. PSD: threshold τ* on the queue (§5) and the advantage judgment (§5);
+4. BRR: reallocate rewards of the maximum-PPL response in extreme groups (§6) — only if the judgment passed;
+5. group-normalised advantages of R and of R_r, folded as A + α·A^r (§7);
+6. diagnostics (§10).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from dipo.core._checks import (
+    check_1d,
+    check_binary_rewards,
+    check_finite_rewards,
+    check_group_size,
+    check_log_ppl,
+    check_same_shape,
+    valid_mask,
+)
+from dipo.core.advantages import group_advantages, realloc_scale
+from dipo.core.brr import reallocate_detailed
+from dipo.core.config import DiPOCoreConfig
+from dipo.core.groups import GroupType, classify_groups, correctness
+from dipo.core.judgment import Judgment, judge
+from dipo.core.quadrants import Quadrant, quadrant_labels
+from dipo.core.queue import PPLQueue
+from dipo.core.threshold import find_threshold, threshold_error
+
+
+@dataclass
+class DiPOStepOutput:
+    """Result of :meth:`DiPO.step`; tensors are ``[N]`` per response or ``[B]`` per group."""
+
+    advantages: Tensor
+    base_advantages: Tensor
+    advantage_delta: Tensor
+    realloc_rewards: Tensor
+    realloc_mask: Tensor
+    group_types: Tensor
+    selected: Tensor
+    realloc_hard: Tensor
+    realloc_easy: Tensor
+    quadrants: Tensor
+    correct: Tensor
+    log_ppl: Tensor
+    threshold: float
+    threshold_error: float
+    judgment: Judgment
+    applied: bool
+    queue_size: int
+
+    def metrics(self) -> dict[str, float]:
+        """Spec §10 diagnostics as plain floats (prefix them, e.g. ``dipo/``, when logging)."""
+        num_groups = max(int(self.group_types.numel()), 1)
+        counts = torch.bincount(self.group_types, minlength=3).tolist()
+        labelled = self.quadrants[self.quadrants >= 0]
+        quadrant_counts = torch.bincount(labelled, minlength=4).tolist()
+        n_labelled = max(int(labelled.numel()), 1)
+        ppl = torch.exp(self.log_ppl.double())
+        ok = ~torch.isnan(ppl)
+        metrics = {
+            "threshold_log_ppl": self.threshold,
+            "threshold_ppl": math.exp(self.threshold) if not math.isnan(self.threshold) else math.nan,
+            "threshold_error": self.threshold_error,
+            "judgment_passed": float(self.judgment.passed),
+            "applied": float(self.applied),
+            "delta_eis": self.judgment.delta_eis,
+            "delta_ers": self.judgment.delta_ers,
+            "frac_normal": counts[GroupType.NORMAL] / num_groups,
+            "frac_hard": counts[GroupType.HARD] / num_groups,
+            "frac_easy": counts[GroupType.EASY] / num_groups,
+            "realloc_hard": float(self.realloc_hard.sum()),
+            "realloc_easy": float(self.realloc_easy.sum()),
+            "frac_realloc_groups": float((self.realloc_hard | self.realloc_easy).sum()) / num_groups,
+            "mean_ppl_correct": _nanmean(ppl[ok & self.correct]),
+            "mean_ppl_wrong": _nanmean(ppl[ok & ~self.correct]),
+            "queue_size": float(self.queue_size),
+        }
+        for q in (Quadrant.CL, Quadrant.CH, Quadrant.EL, Quadrant.EH):
+            metrics[f"frac_{q.name}"] = quadrant_counts[q] / n_labelled
+        return metrics
+
+
+def _nanmean(x: Tensor) -> float:
+    return float(x.mean()) if x.numel() else math.nan
+
+
+class DiPO:
+    """Stateful DiPO advantage computation: PPL queue + PSD + BRR + folded objective.
+
+    Frameworks call :meth:`step` once per training batch with the *global* batch (gathered over processes), so every
+    process takes the same decisions, then keep their local slice of ``advantages`` (or add ``advantage_delta`` to
+    their own base advantages).
+    """
+
+    def __init__(self, config: DiPOCoreConfig | None = None) -> None:
+        self.config = config or DiPOCoreConfig()
+        self.queue = PPLQueue(self.config.queue_batches)
+
+    def step(
+        self,
+        rewards: Tensor,
+        log_ppl: Tensor,
+        group_size: int,
+        valid: Tensor | None = None,
+        token_counts: Tensor | None = None,
+    ) -> DiPOStepOutput:
+        """Run DiPO on one batch of ``N = B × G`` responses (groups are ``G`` contiguous rows).
+
+        Args:
+            rewards: ``[N]`` verifier rewards R (binary 0/1 or graded, see the config).
+            log_ppl: ``[N]`` per-response log-PPL from :func:`dipo.core.sequence_log_ppl` (NaN: no valid token).
+            group_size: G >= 2.
+            valid: optional ``[N]`` bool; False rows (e.g. no reward function applied) are excluded everywhere.
+            token_counts: optional ``[N]`` loss-token counts, used by ``realloc_normalizer="separate"``.
+        """
+        cfg = self.config
+        check_1d("rewards", rewards)
+        check_1d("log_ppl", log_ppl)
+        check_same_shape("rewards", rewards, "log_ppl", log_ppl)
+        check_group_size(rewards.numel(), group_size)
+        check_log_ppl(log_ppl)
+        valid = valid_mask(rewards.numel(), valid, rewards.device)
+        check_finite_rewards(rewards, valid)
+        if cfg.reward_mode == "binary":
+            check_binary_rewards(rewards, valid)
+        if token_counts is not None:
+            check_same_shape("token_counts", token_counts, "rewards", rewards)
+        log_ppl = torch.where(valid, log_ppl, torch.full_like(log_ppl, math.nan))
+
+        # §2 correctness, §4 queue (current batch included).
+        correct = correctness(rewards, valid, cfg.correct_threshold)
+        self.queue.push(log_ppl, correct)
+        queue_s, queue_c = self.queue.values()
+
+        # §5 PSD: threshold and advantage judgment.
+        if queue_s.numel() > 0:
+            tau = find_threshold(queue_s, queue_c)
+            tau_error = threshold_error(queue_s, queue_c, tau)
+            judgment = judge(queue_s, queue_c, tau, cfg.judgment_confidence)
+        else:
+            tau, tau_error, judgment = math.nan, math.nan, Judgment.failed_empty()
+        applied = (judgment.passed or not cfg.judgment) and not math.isnan(tau)
+
+        # §6 BRR (only when PPL is trusted) — otherwise DiPO is the base method for this step.
+        realloc = reallocate_detailed(
+            rewards,
+            log_ppl,
+            group_size,
+            tau if applied else math.nan,
+            cfg.membership,
+            reward_mode=cfg.reward_mode,
+            correct_threshold=cfg.correct_threshold,
+            graded_delta=cfg.graded_delta,
+            reallocate_hard=cfg.reallocate_hard,
+            reallocate_easy=cfg.reallocate_easy,
+            valid=valid,
+            zero_variance_tol=cfg.zero_variance_tol,
+        )
+
+        # §7 advantages of R and R_r, folded as A + α·scale·A^r.
+        norm = {"scale_rewards": cfg.scale_rewards, "std": cfg.std, "eps": cfg.std_eps, "valid": valid}
+        base = group_advantages(rewards, group_size, **norm)
+        if bool(realloc.mask.any()) and cfg.alpha > 0:
+            realloc_adv = group_advantages(realloc.rewards, group_size, **norm) * realloc.mask
+            scale = realloc_scale(realloc.mask, cfg.realloc_normalizer, token_counts, valid)
+            delta = (cfg.alpha * scale) * realloc_adv
+        else:
+            delta = torch.zeros_like(base)
+
+        return DiPOStepOutput(
+            advantages=base + delta,
+            base_advantages=base,
+            advantage_delta=delta,
+            realloc_rewards=realloc.rewards,
+            realloc_mask=realloc.mask,
+            group_types=realloc.group_types,
+            selected=realloc.selected,
+            realloc_hard=realloc.hard,
+            realloc_easy=realloc.easy,
+            quadrants=quadrant_labels(log_ppl, correct, tau, valid),
+            correct=correct,
+            log_ppl=log_ppl,
+            threshold=tau,
+            threshold_error=tau_error,
+            judgment=judgment,
+            applied=applied,
+            queue_size=int(queue_s.numel()),
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Algorithm state to save with checkpoints (the PPL queue) and the config it was built with."""
+        return {"queue": self.queue.state_dict(), "config": self.config.to_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "queue" not in state:
+            raise ValueError("DiPO state is missing 'queue'; pass what DiPO.state_dict() returned.")
+        self.queue.load_state_dict(state["queue"])
+
+
+__all__ = ["DiPO", "DiPOStepOutput", "classify_groups"]

@@ -1,0 +1,76 @@
+"""The PPL queue (spec §4): (log-PPL, correct) pairs of the most recent batches."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from dipo.core._checks import check_1d, check_same_shape
+
+
+class PPLQueue:
+    """Spec §4: a FIFO of the last ``max_batches`` batches of valid ``(s_i, c_i)`` pairs (current batch included).
+
+    The queue is algorithm state: save it with checkpoints (:meth:`state_dict`) and build it from values gathered
+    over all processes so that every rank holds the same queue.
+    """
+
+    def __init__(self, max_batches: int = 2) -> None:
+        if isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches < 1:
+            raise ValueError(f"max_batches (queue_batches) must be an int >= 1, got {max_batches!r}.")
+        self.max_batches = max_batches
+        self._batches: deque[tuple[Tensor, Tensor]] = deque(maxlen=max_batches)
+
+    def push(self, log_ppl: Tensor, correct: Tensor) -> None:
+        """Append one batch; rows whose log-PPL is NaN (no valid token) are dropped. The oldest batch falls out."""
+        check_1d("log_ppl", log_ppl)
+        check_1d("correct", correct)
+        check_same_shape("log_ppl", log_ppl, "correct", correct)
+        keep = ~torch.isnan(log_ppl)
+        self._batches.append((log_ppl[keep].detach(), correct[keep].detach().bool()))
+
+    def values(self) -> tuple[Tensor, Tensor]:
+        """All pairs in the queue, oldest batch first: ``(log_ppl [M], correct [M] bool)``."""
+        if not self._batches:
+            return torch.empty(0), torch.empty(0, dtype=torch.bool)
+        device = self._batches[-1][0].device
+        s = torch.cat([b[0].to(device) for b in self._batches])
+        c = torch.cat([b[1].to(device) for b in self._batches])
+        return s, c
+
+    def __len__(self) -> int:
+        return sum(int(b[0].numel()) for b in self._batches)
+
+    @property
+    def num_batches(self) -> int:
+        return len(self._batches)
+
+    def clear(self) -> None:
+        self._batches.clear()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "max_batches": self.max_batches,
+            "log_ppl": [b[0].cpu() for b in self._batches],
+            "correct": [b[1].cpu() for b in self._batches],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        missing = {"max_batches", "log_ppl", "correct"} - set(state)
+        if missing:
+            raise ValueError(f"PPL queue state is missing keys {sorted(missing)}; pass what state_dict() returned.")
+        if len(state["log_ppl"]) != len(state["correct"]):
+            raise ValueError("PPL queue state is corrupt: log_ppl and correct hold different numbers of batches.")
+        if int(state["max_batches"]) != self.max_batches:
+            raise ValueError(
+                f"PPL queue state was saved with queue_batches={state['max_batches']} but this run uses "
+                f"queue_batches={self.max_batches}; resume with the same setting."
+            )
+        self._batches.clear()
+        for s, c in zip(state["log_ppl"], state["correct"], strict=True):
+            s, c = torch.as_tensor(s), torch.as_tensor(c).bool()
+            check_same_shape("log_ppl", s, "correct", c)
+            self._batches.append((s, c))

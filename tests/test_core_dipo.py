@@ -1,0 +1,166 @@
+"""The DiPO step (spec §3–§7, §10): hand-computed end-to-end cases, state, diagnostics, bad input."""
+
+import math
+
+import pytest
+import torch
+
+from dipo.core import DiPO, DiPOCoreConfig, PPLQueue, sequence_log_ppl
+
+
+def batch():
+    """Three groups of G=8: hard (max PPL in EiS), easy (max PPL in ErS), normal."""
+    rewards = torch.tensor([0.0] * 8 + [1.0] * 8 + [0, 1, 0, 1, 0, 1, 0, 1.0])
+    s = torch.tensor(
+        [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+        + [0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 2.6]
+        + [0.1, 0.2, 1.5, 0.3, 1.6, 0.4, 2.0, 0.5]
+    )
+    return rewards, s
+
+
+def test_step_end_to_end_by_hand():
+    rewards, s = batch()
+    out = DiPO(DiPOCoreConfig(judgment_confidence=None)).step(rewards, s, 8)
+    # τ*: queue = this batch; the best cut is between 1.4 and 1.5 (error 11/24, checked by brute force in tests).
+    assert out.threshold == pytest.approx(1.45)
+    assert out.judgment.passed and out.applied
+    # hard group: response 7 (s=0.8 < τ) rewarded; easy group: response 15 (s=2.6 > τ) penalised.
+    assert out.realloc_rewards[:16].tolist() == [0] * 7 + [1] + [1] * 7 + [0]
+    a_j, a_o = 0.875 / (math.sqrt(0.125) + 1e-4), -0.125 / (math.sqrt(0.125) + 1e-4)
+    expected = [0.1 * a_o] * 7 + [0.1 * a_j] + [-0.1 * a_o] * 7 + [-0.1 * a_j]
+    assert out.advantage_delta[:16].tolist() == pytest.approx(expected, abs=1e-6)
+    assert out.advantage_delta[16:].abs().sum() == 0
+    assert torch.equal(out.advantages[16:], out.base_advantages[16:])
+    m = out.metrics()
+    assert m["frac_hard"] == m["frac_easy"] == m["frac_normal"] == pytest.approx(1 / 3)
+    assert (m["realloc_hard"], m["realloc_easy"]) == (1.0, 1.0)
+    assert m["threshold_ppl"] == pytest.approx(math.exp(1.45))
+    assert sum(m[f"frac_{q}"] for q in ("CL", "CH", "EL", "EH")) == pytest.approx(1.0)
+    assert m["queue_size"] == 24.0
+
+
+def test_failed_judgment_means_base_method():
+    rewards, s = batch()
+    out = DiPO(DiPOCoreConfig(judgment_confidence=0.95)).step(rewards, s, 8)
+    assert not out.judgment.passed and not out.applied  # 24 samples are too few for the 95 % interval
+    assert out.advantage_delta.abs().sum() == 0 and not out.realloc_mask.any()
+    # the ablation without judgment reallocates anyway
+    out = DiPO(DiPOCoreConfig(judgment=False)).step(rewards, s, 8)
+    assert out.applied and out.realloc_mask.sum() == 16
+
+
+def test_alpha_zero_is_the_base_method_but_still_diagnoses():
+    rewards, s = batch()
+    out = DiPO(DiPOCoreConfig(alpha=0.0, judgment_confidence=None)).step(rewards, s, 8)
+    assert torch.equal(out.advantages, out.base_advantages)
+    assert out.metrics()["realloc_hard"] == 1.0
+
+
+def test_separate_normalizer_rescales_by_own_rows():
+    rewards, s = batch()
+    shared = DiPO(DiPOCoreConfig(judgment_confidence=None)).step(rewards, s, 8)
+    separate = DiPO(DiPOCoreConfig(judgment_confidence=None, realloc_normalizer="separate")).step(rewards, s, 8)
+    assert torch.allclose(separate.advantage_delta, shared.advantage_delta * 24 / 16)
+    tokens = torch.tensor([2] * 16 + [4] * 8)
+    tok = DiPO(DiPOCoreConfig(judgment_confidence=None, realloc_normalizer="separate"))
+    out = tok.step(rewards, s, 8, token_counts=tokens)
+    assert torch.allclose(out.advantage_delta, shared.advantage_delta * (64 / 32))
+
+
+def test_queue_keeps_the_two_most_recent_batches():
+    dipo = DiPO()
+    rewards, s = batch()
+    for k in range(3):
+        out = dipo.step(rewards, s + k, 8)
+    assert out.queue_size == 48 and dipo.queue.num_batches == 2
+    q_s, _ = dipo.queue.values()
+    assert q_s.min().item() == pytest.approx(0.1 + 1)  # batch 0 fell out
+
+
+def test_state_dict_round_trip_reproduces_decisions():
+    rewards, s = batch()
+    a = DiPO(DiPOCoreConfig(judgment_confidence=None))
+    a.step(rewards, s + 0.3, 8)
+    state = a.state_dict()
+    b = DiPO(DiPOCoreConfig(judgment_confidence=None))
+    b.load_state_dict(state)
+    out_a, out_b = a.step(rewards, s, 8), b.step(rewards, s, 8)
+    assert out_a.threshold == out_b.threshold
+    assert torch.equal(out_a.advantages, out_b.advantages)
+
+
+def test_queue_state_mismatch_is_an_error():
+    q = PPLQueue(2)
+    q.push(torch.tensor([0.1, 0.2]), torch.tensor([True, False]))
+    with pytest.raises(ValueError, match="queue_batches"):
+        PPLQueue(3).load_state_dict(q.state_dict())
+    with pytest.raises(ValueError, match="missing"):
+        PPLQueue(2).load_state_dict({"max_batches": 2})
+
+
+def test_invalid_rows_never_enter_the_queue():
+    rewards, s = batch()
+    valid = torch.ones(24, dtype=torch.bool)
+    valid[3] = False
+    rewards = rewards.clone()
+    rewards[3] = float("nan")
+    s = s.clone()
+    s[5] = float("nan")
+    dipo = DiPO(DiPOCoreConfig(judgment=False))
+    out = dipo.step(rewards, s, 8, valid=valid)
+    assert out.queue_size == 22
+    assert out.group_types[0].item() == 0  # the hard group holds an invalid row -> normal
+    assert out.advantages[3].item() == 0.0
+
+
+def test_works_on_float64_and_keeps_device():
+    rewards, s = batch()
+    out = DiPO(DiPOCoreConfig(judgment=False)).step(rewards.double(), s.double(), 8)
+    assert out.advantages.dtype == torch.float64
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"alpha": -0.1}, "alpha"),
+        ({"alpha": float("nan")}, "alpha"),
+        ({"queue_batches": 0}, "queue_batches"),
+        ({"judgment_confidence": 1.0}, "judgment_confidence"),
+        ({"membership": "some"}, "membership"),
+        ({"reward_mode": "soft"}, "reward_mode"),
+        ({"scale_rewards": "global"}, "scale_rewards"),
+        ({"realloc_normalizer": "mine"}, "realloc_normalizer"),
+        ({"graded_delta": 0.0}, "graded_delta"),
+    ],
+)
+def test_bad_config_raises(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DiPOCoreConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("rewards", "log_ppl", "group_size", "match"),
+    [
+        (torch.zeros(8), torch.zeros(7), 4, "shape"),
+        (torch.zeros(6), torch.zeros(6), 4, "not divisible"),
+        (torch.zeros(6), torch.zeros(6), 1, ">= 2"),
+        (torch.tensor([0, 0.5, 1, 1]), torch.zeros(4), 2, "binary"),
+        (torch.tensor([0, float("nan"), 1, 1]), torch.zeros(4), 2, "not finite"),
+        (torch.zeros(2, 4), torch.zeros(2, 4), 4, "1-D"),
+    ],
+)
+def test_bad_step_input_raises_and_leaves_the_queue_untouched(rewards, log_ppl, group_size, match):
+    dipo = DiPO()
+    with pytest.raises(ValueError, match=match):
+        dipo.step(rewards, log_ppl, group_size)
+    assert len(dipo.queue) == 0
+
+
+def test_sequence_log_ppl():
+    logps = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, float("-inf"), 0.0], [-1.0, -1.0, -1.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0], [0, 0, 0]])
+    s = sequence_log_ppl(logps, mask)
+    assert s[0].item() == pytest.approx(1.5) and s[1].item() == pytest.approx(0.5) and math.isnan(s[2])
+    with pytest.raises(ValueError, match="same shape"):
+        sequence_log_ppl(logps, mask[:, :2])
