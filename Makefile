@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 # The CPU build of torch is enough for the demo and the tests; any torch in [2.4, 2.14.1] works.
 TORCH  ?= torch==2.13.0
-EXTRAS ?= trl,tasks,plots,progress,dev
+EXTRAS ?= trl,verl,tasks,plots,progress,dev
 
 .PHONY: setup demo test lint format bench clean
 

@@ -1,0 +1,228 @@
+"""The ``dipo`` advantage estimator for verl: a thin adapter from verl's row layout to :class:`dipo.core.DiPO`.
+
+verl calls a registered estimator with per-token ``token_level_rewards`` and ``response_mask`` ``[bs, L]``, the prompt
+``index`` (uid) of every row and the ``algorithm`` config. Rows are *not* contiguous per prompt (``_balance_batch``
+reorders them), so this adapter groups rows by uid, lays the groups out contiguously for ``dipo.core``, runs one DiPO
+step (queue, PSD, BRR, folded advantage — spec §3–§7, all in ``dipo.core``) and scatters the per-response advantages
+back to verl's row order, broadcast over the response tokens like verl's GRPO.
+
+State (the PPL queue, spec §4) lives in :data:`ESTIMATOR_STATES`, one :class:`EstimatorState` per distinct DiPO
+configuration, in the driver process where verl computes advantages. ``dipo.integrations.verl.trainer`` saves it with
+verl checkpoints and logs its diagnostics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from dipo.core import DiPO, DiPOStepOutput, sequence_log_ppl
+from dipo.integrations.verl.options import DiPOVerlOptions, parse_dipo_options
+
+ESTIMATOR_NAME = "dipo"
+
+
+@dataclass
+class EstimatorState:
+    """DiPO state of one configuration in this process: the core (PPL queue) and the last step's output."""
+
+    options: DiPOVerlOptions
+    core: DiPO
+    last_output: DiPOStepOutput | None = None
+    last_layout: GroupLayout | None = None
+    steps: int = 0
+
+    def pop_metrics(self, prefix: str = "dipo/") -> dict[str, float]:
+        """Spec §10 diagnostics of the last step (once: a second call returns ``{}`` until the next step)."""
+        if self.last_output is None:
+            return {}
+        metrics = {f"{prefix}{k}": float(v) for k, v in self.last_output.metrics().items()}
+        if self.last_layout is not None:
+            metrics[f"{prefix}num_groups"] = float(self.last_layout.num_groups)
+            metrics[f"{prefix}group_size"] = float(self.last_layout.group_size)
+            metrics[f"{prefix}inactive_rows"] = float(self.last_layout.num_inactive_rows)
+        self.last_output = None
+        return metrics
+
+
+#: One state per distinct DiPO configuration (keyed by :meth:`DiPOVerlOptions.key`), in the driver process.
+ESTIMATOR_STATES: dict[tuple, EstimatorState] = {}
+
+
+def get_estimator_state(algorithm_config: Any) -> EstimatorState:
+    """The :class:`EstimatorState` for this ``algorithm`` config (created on first use)."""
+    options = parse_dipo_options(algorithm_config)
+    key = options.key()
+    state = ESTIMATOR_STATES.get(key)
+    if state is None:
+        state = EstimatorState(options=options, core=DiPO(options.core))
+        ESTIMATOR_STATES[key] = state
+    return state
+
+
+def reset_estimator_states() -> None:
+    """Forget every DiPO state of this process (a fresh run; used by tests)."""
+    ESTIMATOR_STATES.clear()
+
+
+@dataclass
+class GroupLayout:
+    """Map from verl's rows to dipo.core's contiguous groups.
+
+    ``order[k]`` is the verl row placed at position ``k`` of the contiguous layout (groups in order of first
+    appearance, rows of a group in their verl order). Rows of *inactive* uids — every row without a response token,
+    such as the synthetic padding rows verl appends to make the batch divisible — are left out and get advantage 0.
+    """
+
+    order: Tensor
+    group_size: int
+    num_groups: int
+    num_inactive_rows: int = 0
+
+
+def group_rows_by_uid(index: Any, response_mask: Tensor) -> GroupLayout:
+    """Group verl rows by prompt uid (spec §2: B prompts × G responses); every active uid must have G >= 2 rows."""
+    num_rows = response_mask.shape[0]
+    if index is None:
+        raise ValueError(
+            "the dipo estimator needs the prompt uid of every row (verl passes data.non_tensor_batch['uid'] as "
+            "`index`); the batch has no 'uid' entry."
+        )
+    uids = list(index.tolist() if hasattr(index, "tolist") else index)
+    if len(uids) != num_rows:
+        raise ValueError(f"index (uid) has {len(uids)} entries but the batch has {num_rows} rows.")
+    codes: dict[Any, int] = {}
+    row_codes = torch.tensor([codes.setdefault(uid, len(codes)) for uid in uids], dtype=torch.long)
+    num_uids = len(codes)
+    has_tokens = response_mask.reshape(num_rows, -1).sum(dim=1).cpu() > 0
+    active_uid = torch.zeros(num_uids, dtype=torch.bool).index_put_((row_codes,), has_tokens, accumulate=True)
+    active_rows = active_uid[row_codes]
+    counts = torch.bincount(row_codes[active_rows], minlength=num_uids)[active_uid]
+    uid_list = list(codes)
+    if counts.numel() == 0:
+        raise ValueError("the batch has no response tokens at all (response_mask is all 0); nothing to train on.")
+    group_size = int(counts[0])
+    if bool((counts != group_size).any()) or group_size < 2:
+        active_uids = [u for u, a in zip(uid_list, active_uid.tolist(), strict=True) if a]
+        sizes = dict(zip(active_uids, counts.tolist(), strict=True))
+        shown = ", ".join(f"{u!r}: {n}" for u, n in list(sizes.items())[:6])
+        raise ValueError(
+            "the dipo estimator needs every prompt uid to have the same number G >= 2 of responses "
+            f"(actor_rollout_ref.rollout.n >= 2), got rows per uid {{{shown}{', ...' if len(sizes) > 6 else ''}}}. "
+            "Multi-output agent sessions (several outputs per uid) are not supported."
+        )
+    active_idx = torch.nonzero(active_rows).squeeze(1)
+    order = active_idx[torch.argsort(row_codes[active_idx], stable=True)]
+    return GroupLayout(
+        order=order,
+        group_size=group_size,
+        num_groups=int(active_uid.sum()),
+        num_inactive_rows=int((~active_rows).sum()),
+    )
+
+
+def select_log_probs(
+    options: DiPOVerlOptions, batch: Any, old_log_probs: Tensor | None, rollout_log_probs: Tensor | None
+) -> Tensor:
+    """Spec §3 [choice]: per-token log-probs of the sampling policy, from what verl already computed."""
+    old = old_log_probs if old_log_probs is not None else _batch_get(batch, "old_log_probs")
+    rollout = rollout_log_probs if rollout_log_probs is not None else _batch_get(batch, "rollout_log_probs")
+    source = options.log_probs
+    if source == "old_log_probs" or (source == "auto" and old is not None):
+        chosen, name = old, "old_log_probs"
+    else:
+        chosen, name = rollout, "rollout_log_probs"
+    if chosen is None:
+        available = "no batch was passed" if batch is None else f"batch keys: {sorted(batch.keys())}"
+        raise ValueError(
+            f"the dipo estimator needs per-token log-probs ({name}) to compute each response's perplexity, but "
+            f"none reached it ({available}). verl computes old_log_probs before the advantage; make sure "
+            "`dipo.integrations.verl` is imported in the driver (it installs the shim that passes the batch: "
+            "pip install 'dipo[verl]', or VERL_USE_EXTERNAL_MODULES=dipo.integrations.verl), or set "
+            "actor_rollout_ref.rollout.calculate_log_probs=True and +algorithm.dipo.log_probs=rollout_log_probs."
+        )
+    return chosen
+
+
+def _batch_get(batch: Any, key: str) -> Tensor | None:
+    if batch is None:
+        return None
+    try:
+        return batch[key] if key in batch.keys() else None  # noqa: SIM118 (TensorDict rejects `key in td`)
+    except (KeyError, AttributeError):
+        return None
+
+
+def compute_dipo_outcome_advantage(
+    token_level_rewards: Tensor,
+    response_mask: Tensor,
+    index: Any = None,
+    config: Any = None,
+    batch: Any = None,
+    non_tensor_batch: Any = None,
+    old_log_probs: Tensor | None = None,
+    rollout_log_probs: Tensor | None = None,
+    **kwargs: Any,
+) -> tuple[Tensor, Tensor]:
+    """verl advantage estimator ``dipo``: GRPO advantages of R plus α·A^r of the reallocated rewards (spec §7).
+
+    Args:
+        token_level_rewards: ``[bs, L]``; the verifier reward R of a response is its row sum (as verl's GRPO).
+        response_mask: ``[bs, L]`` response tokens that count.
+        index: ``[bs]`` prompt uids (``data.non_tensor_batch["uid"]``); rows may be in any order.
+        config: verl's ``algorithm`` config; DiPO options under ``config.dipo`` (see ``options.py``).
+        batch: ``data.batch`` with ``old_log_probs`` / ``rollout_log_probs`` ``[bs, L]`` — passed by verl once it
+            forwards the batch to estimators, and by :mod:`dipo.integrations.verl.shim` until then.
+        non_tensor_batch, old_log_probs, rollout_log_probs, kwargs: accepted for forward compatibility.
+
+    Returns:
+        ``(advantages, returns)``, both ``[bs, L]`` = per-response advantage × ``response_mask``.
+    """
+    if batch is None:
+        from dipo.integrations.verl.shim import current_batch
+
+        batch = current_batch()
+    state = get_estimator_state(config)
+    layout = group_rows_by_uid(index, response_mask)
+    token_logps = select_log_probs(state.options, batch, old_log_probs, rollout_log_probs)
+    if token_logps.shape != response_mask.shape:
+        raise ValueError(
+            f"log-probs have shape {tuple(token_logps.shape)} but response_mask has {tuple(response_mask.shape)}; "
+            "both must be [batch, response_length]."
+        )
+    order = layout.order.to(response_mask.device)
+    rewards = token_level_rewards.sum(dim=-1).double()[order]
+    log_ppl = sequence_log_ppl(token_logps.double()[order], response_mask[order])
+    token_counts = response_mask[order].sum(dim=-1).double()
+    try:
+        out = state.core.step(rewards, log_ppl, layout.group_size, token_counts=token_counts)
+    except ValueError as err:
+        raise ValueError(f"dipo estimator (verl): {err} Set DiPO options as +algorithm.dipo.<name>=<value>.") from err
+    per_row = torch.zeros(response_mask.shape[0], dtype=torch.float64, device=response_mask.device)
+    per_row[order] = out.advantages
+    advantages = per_row.to(token_level_rewards.dtype).unsqueeze(-1) * response_mask
+    state.last_output, state.last_layout = out, layout
+    state.steps += 1
+    return advantages, advantages
+
+
+def register_estimator() -> None:
+    """Register :func:`compute_dipo_outcome_advantage` as verl's ``dipo`` estimator (idempotent on re-import)."""
+    from verl.trainer.ppo import core_algos
+
+    existing = core_algos.ADV_ESTIMATOR_REGISTRY.get(ESTIMATOR_NAME)
+    if existing is not None and existing is not compute_dipo_outcome_advantage:
+        same_function = (
+            getattr(existing, "__module__", None) == __name__
+            and getattr(existing, "__qualname__", None) == compute_dipo_outcome_advantage.__qualname__
+        )
+        if not same_function:
+            raise ValueError(
+                f"verl already has an advantage estimator named {ESTIMATOR_NAME!r} ({existing!r}) that is not "
+                "DiPO's; remove the other plugin or rename it."
+            )
+        del core_algos.ADV_ESTIMATOR_REGISTRY[ESTIMATOR_NAME]  # a reloaded copy of this module
+    core_algos.register_adv_est(ESTIMATOR_NAME)(compute_dipo_outcome_advantage)

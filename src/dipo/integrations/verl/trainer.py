@@ -1,0 +1,178 @@
+"""verl v1 trainers with DiPO bookkeeping: ``dipo/*`` diagnostics and the PPL queue in checkpoints.
+
+The ``dipo`` estimator works with any verl trainer; these subclasses add what an estimator cannot do
+(integration-notes §2.3, §2.9): log the spec §10 diagnostics of every step as ``dipo/...`` metrics, and save and
+restore the PPL queue (spec §4: it "must be saved with checkpoints and restored on resume") as ``dipo_state.pt`` in
+verl's ``global_step_<N>`` checkpoint folder. Select one with ``trainer.v1.trainer_mode=dipo_sync`` (or
+``dipo_colocate_async`` / ``dipo_separate_async``); it behaves exactly like verl's ``sync`` (resp. async) trainer
+otherwise. The legacy v0 ``RayPPOTrainer`` is not subclassed; :func:`save_dipo_state` / :func:`load_dipo_state` can be
+called from a custom one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import torch
+from verl.trainer.ppo.v1 import PPOTrainerColocateAsync, PPOTrainerSeparateAsync, PPOTrainerSync
+from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY, register_trainer
+
+from dipo.integrations.verl.estimator import ESTIMATOR_NAME, EstimatorState, get_estimator_state
+from dipo.integrations.verl.options import config_get, parse_dipo_options
+
+logger = logging.getLogger(__name__)
+
+#: File name of the DiPO state inside verl's ``global_step_<N>`` checkpoint folder.
+DIPO_STATE_NAME = "dipo_state.pt"
+
+
+def save_dipo_state(state: EstimatorState, checkpoint_folder: str, global_step: int | None = None) -> str:
+    """Spec §4: write the PPL queue (and the options it was built with) to ``<checkpoint_folder>/dipo_state.pt``."""
+    os.makedirs(checkpoint_folder, exist_ok=True)
+    path = os.path.join(checkpoint_folder, DIPO_STATE_NAME)
+    payload = {"dipo": state.core.state_dict(), "log_probs": state.options.log_probs, "global_step": global_step}
+    tmp = f"{path}.tmp"
+    torch.save(payload, tmp)
+    os.replace(tmp, path)  # atomic: a crash never leaves a half-written state behind
+    return path
+
+
+def load_dipo_state(state: EstimatorState, checkpoint_folder: str) -> bool:
+    """Spec §4: restore the PPL queue from ``<checkpoint_folder>/dipo_state.pt``; ``False`` (and a warning) if
+    the file is absent (a checkpoint written without a DiPO trainer mode)."""
+    path = os.path.join(checkpoint_folder, DIPO_STATE_NAME)
+    if not os.path.exists(path):
+        logger.warning(
+            "dipo: %s not found; the DiPO PPL queue starts empty after this resume (spec §4). Checkpoints written "
+            "by a non-DiPO trainer mode do not contain it.",
+            path,
+        )
+        return False
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or "dipo" not in payload:
+        raise ValueError(f"{path} is not a DiPO state file (expected a dict with key 'dipo').")
+    saved_config = payload["dipo"].get("config")
+    if saved_config is not None and saved_config != state.core.config.to_dict():
+        changed = sorted(k for k, v in state.core.config.to_dict().items() if saved_config.get(k) != v)
+        logger.warning("dipo: resuming with changed DiPO options %s; the restored PPL queue is kept.", changed)
+    state.core.load_state_dict(payload["dipo"])
+    return True
+
+
+def check_dipo_trainer_config(config: Any) -> None:
+    """Fail before any worker starts if the run cannot be a DiPO run."""
+    algorithm = config_get(config, "algorithm")
+    estimator = config_get(algorithm, "adv_estimator")
+    if getattr(estimator, "value", estimator) != ESTIMATOR_NAME:
+        raise ValueError(
+            f"trainer.v1.trainer_mode={config_get(config_get(config_get(config, 'trainer'), 'v1'), 'trainer_mode')} "
+            f"is a DiPO trainer but algorithm.adv_estimator={estimator!r}; set algorithm.adv_estimator=dipo."
+        )
+    parse_dipo_options(algorithm)  # filter-groups guard and option validation
+    rollout = config_get(config_get(config, "actor_rollout_ref"), "rollout")
+    n = config_get(rollout, "n", 1)
+    if n is None or int(n) < 2:
+        raise ValueError(
+            f"DiPO needs several responses per prompt (spec §2): actor_rollout_ref.rollout.n={n}, set it to >= 2."
+        )
+
+
+def checkpoint_folder(config: Any, global_steps: int) -> str:
+    """verl's ``<trainer.default_local_dir>/global_step_<N>`` (as ``PPOTrainer._save_checkpoint`` builds it)."""
+    return os.path.join(config.trainer.default_local_dir, f"global_step_{global_steps}")
+
+
+def resume_folder(config: Any, global_steps: int) -> str | None:
+    """The folder ``PPOTrainer._load_checkpoint`` resumed from, or ``None`` when it started from scratch."""
+    if global_steps <= 0:
+        return None
+    trainer = config.trainer
+    if trainer.resume_mode == "resume_path":
+        folder = trainer.resume_from_path
+    else:
+        folder = os.path.join(trainer.default_local_dir, f"global_step_{global_steps}")
+    return folder if os.path.isabs(folder) else os.path.join(os.getcwd(), folder)
+
+
+class DiPOTrainerMixin:
+    """Adds DiPO metrics and checkpointed PPL-queue state to a verl v1 ``PPOTrainer`` subclass.
+
+    ``base_trainer_mode`` is the verl mode whose behaviour the trainer keeps: verl's base class branches on
+    ``self.trainer_mode == "sync"``, so the attribute reports the base mode, not the registered ``dipo_*`` name.
+    """
+
+    base_trainer_mode: str = "sync"
+    config: Any
+    global_steps: int
+
+    def __init__(self, config: Any) -> None:
+        check_dipo_trainer_config(config)
+        super().__init__(config)
+
+    @property
+    def trainer_mode(self) -> str:
+        return self.base_trainer_mode
+
+    @trainer_mode.setter
+    def trainer_mode(self, value: str) -> None:
+        if value not in (self.base_trainer_mode, f"dipo_{self.base_trainer_mode}"):
+            raise ValueError(f"{type(self).__name__} runs verl's {self.base_trainer_mode!r} mode, got {value!r}.")
+
+    @property
+    def dipo_state(self) -> EstimatorState:
+        """The estimator's state for this run's ``algorithm`` config (shared with the ``dipo`` estimator)."""
+        return get_estimator_state(self.config.algorithm)
+
+    def _compute_advantage(self, batch: Any, metrics: dict) -> Any:
+        batch = super()._compute_advantage(batch, metrics)
+        metrics.update(self.dipo_state.pop_metrics())
+        return batch
+
+    def _save_checkpoint(self) -> None:
+        # Written before verl's own save, which ends by marking the step as the latest resumable checkpoint.
+        save_dipo_state(self.dipo_state, checkpoint_folder(self.config, self.global_steps), self.global_steps)
+        super()._save_checkpoint()
+
+    def _load_checkpoint(self) -> None:
+        super()._load_checkpoint()
+        folder = resume_folder(self.config, self.global_steps)
+        if folder is not None and load_dipo_state(self.dipo_state, folder):
+            logger.info("dipo: restored the PPL queue (%d values) from %s", len(self.dipo_state.core.queue), folder)
+
+
+class DiPOTrainerSync(DiPOTrainerMixin, PPOTrainerSync):
+    """verl's ``sync`` trainer with DiPO metrics and checkpointed state (``trainer.v1.trainer_mode=dipo_sync``)."""
+
+    base_trainer_mode = "sync"
+
+
+class DiPOTrainerColocateAsync(DiPOTrainerMixin, PPOTrainerColocateAsync):
+    """verl's ``colocate_async`` trainer with DiPO bookkeeping (``trainer.v1.trainer_mode=dipo_colocate_async``)."""
+
+    base_trainer_mode = "colocate_async"
+
+
+class DiPOTrainerSeparateAsync(DiPOTrainerMixin, PPOTrainerSeparateAsync):
+    """verl's ``separate_async`` trainer with DiPO bookkeeping (``trainer.v1.trainer_mode=dipo_separate_async``)."""
+
+    base_trainer_mode = "separate_async"
+
+
+DIPO_TRAINERS: dict[str, type] = {
+    "dipo_sync": DiPOTrainerSync,
+    "dipo_colocate_async": DiPOTrainerColocateAsync,
+    "dipo_separate_async": DiPOTrainerSeparateAsync,
+}
+
+
+def register_trainers() -> None:
+    """Register the ``dipo_*`` trainer modes in verl's v1 trainer registry (idempotent on re-import)."""
+    for name, cls in DIPO_TRAINERS.items():
+        existing = TRAINER_REGISTRY.get(name)
+        if existing is not None and existing is not cls:
+            if (existing.__module__, existing.__qualname__) != (cls.__module__, cls.__qualname__):
+                raise ValueError(f"verl trainer mode {name!r} is already registered to {existing!r}.")
+            del TRAINER_REGISTRY[name]  # a reloaded copy of this module
+        register_trainer(name)(cls)

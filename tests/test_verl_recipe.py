@@ -1,0 +1,62 @@
+"""``recipes/verl``: the Hydra config composes on verl's ``ppo_trainer`` and the run script's overrides are valid."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("verl", reason="verl is not installed: pip install 'dipo[verl]'")
+hydra = pytest.importorskip("hydra")
+
+from verl.trainer.ppo.utils import need_critic, need_reference_policy  # noqa: E402
+from verl.utils.config import validate_config  # noqa: E402
+
+from dipo.integrations.verl import parse_dipo_options  # noqa: E402
+from dipo.integrations.verl.trainer import check_dipo_trainer_config  # noqa: E402
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "verl"
+
+
+def compose(overrides: list[str]):
+    with hydra.initialize_config_dir(config_dir=str(RECIPES / "config"), version_base=None):
+        return hydra.compose(config_name="dipo_trainer", overrides=overrides)
+
+
+def script_overrides() -> list[str]:
+    env = {**os.environ, "DRY_RUN": "1", "HOME": "/home/user"}
+    out = subprocess.run(
+        ["bash", str(RECIPES / "run_dipo_qwen3_8b.sh")], env=env, capture_output=True, text=True, check=True
+    )
+    return out.stdout.splitlines()
+
+
+def test_recipe_config_has_dapo_settings_and_dipo_options():
+    cfg = compose(["actor_rollout_ref.rollout.name=vllm"])
+    actor = cfg.actor_rollout_ref.actor
+    assert (actor.clip_ratio_low, actor.clip_ratio_high, actor.loss_agg_mode) == (0.2, 0.28, "token-mean")
+    assert cfg.algorithm.adv_estimator == "dipo" and cfg.algorithm.filter_groups.enable is False
+    assert cfg.reward.reward_manager.name == "dapo" and cfg.reward.reward_kwargs.overlong_buffer_cfg.enable
+    assert cfg.trainer.v1.trainer_mode == "dipo_sync"
+    opts = parse_dipo_options(cfg.algorithm)
+    assert (opts.core.alpha, opts.core.reward_mode, opts.core.correct_threshold) == (0.1, "graded", 0.0)
+    assert (opts.core.std_eps, opts.core.scale_rewards) == (1e-6, "group")
+    check_dipo_trainer_config(cfg)
+
+
+def test_run_script_overrides_compose_and_validate():
+    overrides = script_overrides()
+    assert "algorithm.adv_estimator=dipo" in overrides and "algorithm.filter_groups.enable=false" in overrides
+    cfg = compose(overrides)  # Hydra rejects any key that does not exist in verl's config
+    assert cfg.trainer.nnodes == 4 and cfg.actor_rollout_ref.rollout.n == 16
+    assert cfg.reward.reward_kwargs.max_resp_len == 20480
+    check_dipo_trainer_config(cfg)
+    validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
+
+
+def test_hydra_cli_can_turn_the_filter_on_and_dipo_refuses():
+    cfg = compose(["actor_rollout_ref.rollout.name=vllm", "algorithm.filter_groups.enable=true"])
+    with pytest.raises(ValueError, match="filter_groups"):
+        check_dipo_trainer_config(cfg)
