@@ -5,30 +5,42 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 # The CPU build of torch is enough for the demo and the tests; any torch in [2.4, 2.14.1] works.
 TORCH  ?= torch==2.13.0
-EXTRAS ?= trl,verl,tasks,plots,progress,dev
+# What `make demo` needs (TRL, plots, progress bars) and what `make test` needs (everything, verl included).
+DEMO_EXTRAS ?= trl,plots,progress
+TEST_EXTRAS ?= trl,verl,tasks,plots,progress,dev
 
-.PHONY: setup demo test lint format bench clean
+.PHONY: setup setup-test demo test lint format bench assets clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed-demo
+setup-test: $(VENV)/.installed-test
 
-$(VENV)/.installed: pyproject.toml Makefile
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.torch: | $(VENV)/bin/python
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH)" || $(PIP) install -q "torch>=2.4,<=2.14.1"
-	$(PIP) install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+$(VENV)/.installed-demo: pyproject.toml Makefile $(VENV)/.torch
+	$(PIP) install -q -e ".[$(DEMO_EXTRAS)]"
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml Makefile $(VENV)/.torch
+	$(PIP) install -q -e ".[$(TEST_EXTRAS)]"
 	touch $@
 
 demo: setup
 	$(PY) -m dipo.cli.main demo
 
-test: setup
+test: setup-test
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m pytest -q
 
-lint: setup
+lint: setup-test
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
 
-format: setup
+format: setup-test
 	$(PY) -m ruff format src tests benchmarks
 	$(PY) -m ruff check --fix src tests benchmarks
 
