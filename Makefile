@@ -46,6 +46,7 @@ format: setup-test
 
 bench: setup
 	$(PY) benchmarks/core_bench.py
+	$(PY) benchmarks/trainer_overhead.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

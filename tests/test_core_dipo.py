@@ -164,3 +164,12 @@ def test_sequence_log_ppl():
     assert s[0].item() == pytest.approx(1.5) and s[1].item() == pytest.approx(0.5) and math.isnan(s[2])
     with pytest.raises(ValueError, match="same shape"):
         sequence_log_ppl(logps, mask[:, :2])
+
+
+def test_edge_threshold_is_logged_as_nan_with_its_side():
+    dipo = DiPO(DiPOCoreConfig(judgment=False))
+    out = dipo.step(torch.ones(4), torch.tensor([0.1, 0.2, 0.3, 0.4]), 2)  # all correct -> cut above all
+    assert out.threshold == math.inf
+    m = out.metrics()
+    assert math.isnan(m["threshold_ppl"]) and m["threshold_at_edge"] == 1.0
+    assert all(not math.isinf(v) for v in m.values())

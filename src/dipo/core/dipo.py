@@ -68,9 +68,13 @@ class DiPOStepOutput:
         n_labelled = max(int(labelled.numel()), 1)
         ppl = torch.exp(self.log_ppl.double())
         ok = ~torch.isnan(ppl)
+        # An edge cut (τ* = ±inf: every queued response on one side) is logged as NaN plus its side, so that
+        # JSON/tensorboard/wandb never receive an infinity.
+        finite = math.isfinite(self.threshold)
         metrics = {
-            "threshold_log_ppl": self.threshold,
-            "threshold_ppl": math.exp(self.threshold) if not math.isnan(self.threshold) else math.nan,
+            "threshold_log_ppl": self.threshold if finite else math.nan,
+            "threshold_ppl": math.exp(self.threshold) if finite else math.nan,
+            "threshold_at_edge": 0.0 if finite or math.isnan(self.threshold) else math.copysign(1.0, self.threshold),
             "threshold_error": self.threshold_error,
             "judgment_passed": float(self.judgment.passed),
             "applied": float(self.applied),

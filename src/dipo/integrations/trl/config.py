@@ -1,0 +1,285 @@
+"""``DiPOConfig``: TRL's ``GRPOConfig`` plus every DiPO option and a ``preset`` (grpo / dapo / dipo).
+
+Precedence rule (documented in ``docs/trl.md``): the preset-controlled fields ``loss_type``, ``epsilon_high``,
+``mask_truncated_completions`` and ``dipo_alpha`` default to ``None``; ``None`` means "take the preset's value".
+Any value you set explicitly (anything but ``None``) wins over the preset. All other fields behave as in TRL.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from trl import GRPOConfig
+
+from dipo.core import DiPOCoreConfig
+from dipo.integrations.trl.presets import PRESET_FIELDS, PRESETS, resolve_preset
+
+PPL_SOURCES = ("auto", "old", "sampling", "forward")
+
+
+def _trl_help(name: str) -> str:
+    return GRPOConfig.__dataclass_fields__[name].metadata.get("help", "")
+
+
+@dataclass
+class DiPOConfig(GRPOConfig):
+    r"""Configuration for :class:`~dipo.integrations.trl.DiPOTrainer`: every ``GRPOConfig`` option plus DiPO's.
+
+    Parameters (DiPO-specific; the spec section of each rule is given):
+        preset (`str`, defaults to `"dipo"`): `"grpo"`, `"dapo"`, `"dipo"` or `"none"`; fills the preset-controlled
+            fields left at `None` (see `dipo.integrations.trl.presets.PRESETS`).
+        dipo_alpha (`float` or `None`): α of spec §7 (preset dipo: 0.1; grpo/dapo: 0 = DiPO off).
+        dipo_queue_batches (`int`, 2): batches kept in the PPL queue (spec §4).
+        dipo_judgment (`bool`, True): apply the advantage judgment (spec §5); False = ablation.
+        dipo_judgment_confidence (`float` or `None`, 0.95): Wilson-interval confidence of the judgment; None = point
+            estimates (spec §5).
+        dipo_membership (`str`, "selected"): when an extreme group lies in a space, "selected" | "all" | "mean"
+            (spec §6).
+        dipo_reallocate_hard / dipo_reallocate_easy (`bool`, True): BRR ablation switches (spec §6).
+        dipo_reward_mode (`str`, "binary"): "binary" (0/1 verifier rewards) or "graded" (spec §6 graded rule).
+        dipo_correct_threshold (`float`, 0.5): graded mode: a reward >= this counts as correct.
+        dipo_graded_delta (`float` or `None`): graded mode: how far BRR moves the selected reward (None: reward range).
+        dipo_zero_variance_tol (`float`, 1e-6): a group is extreme if max − min <= tol × reward scale (spec §6).
+        dipo_realloc_normalizer (`str`, "shared"): loss normaliser of the α term, "shared" | "separate" (spec §7).
+        dipo_ppl_source (`str`, "auto"): where per-token log-probs for the PPL come from (spec §3).
+        dipo_log_diagnostics (`bool` or `None`): run PSD and log the spec §10 diagnostics; None = on iff α > 0.
+        soft_overlong_cache (`int` or `None`): if set, add TRL's DAPO soft overlong punishment reward; DiPO's
+            verifier reward excludes it.
+        ppl_bonus_coef / ppl_bonus_clip (`float`, 0.0 / 0.5): the CDE-style PPL reward bonus baseline (spec §11).
+    """
+
+    preset: str = field(
+        default="dipo",
+        metadata={
+            "help": "One of 'grpo', 'dapo', 'dipo' (default) or 'none'. Fills the preset-controlled fields "
+            "(loss_type, epsilon_high, mask_truncated_completions, dipo_alpha) that are left at None; values you set "
+            "explicitly always win. 'grpo': loss_type='grpo', symmetric clipping, no overlong filtering, DiPO off. "
+            "'dapo': loss_type='dapo', epsilon_high=0.28, mask_truncated_completions=True, DiPO off. "
+            "'dipo': 'dapo' + DiPO (PSD/BRR) with dipo_alpha=0.1. 'none': TRL's GRPOConfig defaults + DiPO α=0.1."
+        },
+    )
+    # --- TRL fields that the preset controls (None = take the preset's value) ---
+    loss_type: str | None = field(
+        default=None,
+        metadata={"help": "None: the preset's value ('grpo' preset: 'grpo', else 'dapo'). " + _trl_help("loss_type")},
+    )
+    epsilon_high: float | None = field(
+        default=None,
+        metadata={
+            "help": "None: the preset's value ('dapo'/'dipo' presets: 0.28; 'grpo'/'none': same as `epsilon`). "
+            + _trl_help("epsilon_high")
+        },
+    )
+    mask_truncated_completions: bool | None = field(
+        default=None,
+        metadata={
+            "help": "None: the preset's value ('dapo'/'dipo' presets: True, DAPO overlong filtering). "
+            + _trl_help("mask_truncated_completions")
+        },
+    )
+    # --- DiPO options (spec sections in the help) ---
+    dipo_alpha: float | None = field(
+        default=None,
+        metadata={
+            "help": "Weight α of the reallocated-reward objective J_base(θ, R_r) (spec §7; the paper's best is 0.1). "
+            "None: the preset's value ('dipo'/'none': 0.1, 'grpo'/'dapo': 0.0). 0 disables BRR (the base method)."
+        },
+    )
+    dipo_queue_batches: int = field(
+        default=2,
+        metadata={"help": "Number of most recent batches (current one included) kept in the PPL queue (spec §4)."},
+    )
+    dipo_judgment: bool = field(
+        default=True,
+        metadata={
+            "help": "Apply the advantage judgment (spec §5): reallocate only when PPL separates correct from wrong "
+            "responses on the queue. False reallocates whenever a threshold exists (ablation)."
+        },
+    )
+    dipo_judgment_confidence: float | None = field(
+        default=0.95,
+        metadata={
+            "help": "Confidence of the Wilson-score intervals used by the advantage judgment (spec §5). None uses "
+            "the point estimates Δ_EiS > 0 and Δ_ErS > 0."
+        },
+    )
+    dipo_membership: str = field(
+        default="selected",
+        metadata={
+            "help": "When an extreme group 'lies in' a perplexity space (spec §6): 'selected' (the maximum-PPL "
+            "response does), 'all' (every valid response does) or 'mean' (the group's mean log-PPL does)."
+        },
+    )
+    dipo_reallocate_hard: bool = field(
+        default=True,
+        metadata={"help": "Give the maximum-PPL reward in hard (all-wrong) groups lying in EiS (spec §6; ablation)."},
+    )
+    dipo_reallocate_easy: bool = field(
+        default=True,
+        metadata={"help": "Give the maximum-PPL penalty in easy (all-right) groups lying in ErS (spec §6; ablation)."},
+    )
+    dipo_reward_mode: str = field(
+        default="binary",
+        metadata={
+            "help": "'binary': verifier rewards must be 0/1 (the paper's setting). 'graded': any finite rewards; "
+            "extreme group = zero-variance group, hard/easy by `dipo_correct_threshold` (spec §6 graded rule)."
+        },
+    )
+    dipo_correct_threshold: float = field(
+        default=0.5,
+        metadata={"help": "A verifier reward >= this counts as correct (spec §2; used by PSD and graded BRR)."},
+    )
+    dipo_graded_delta: float | None = field(
+        default=None,
+        metadata={
+            "help": "Graded mode: how far BRR moves the selected response's reward (spec §6). None: the batch's "
+            "reward range (1.0 if the range is 0)."
+        },
+    )
+    dipo_zero_variance_tol: float = field(
+        default=1e-6,
+        metadata={"help": "A group is extreme if max − min <= tol × max(1, max|r|) (spec §6 graded rule)."},
+    )
+    dipo_realloc_normalizer: str = field(
+        default="shared",
+        metadata={
+            "help": "Loss normaliser of the α-weighted term (spec §7): 'shared' (the base loss normaliser, exact "
+            "fold into the advantages) or 'separate' (rescaled as if normalised over its own tokens)."
+        },
+    )
+    dipo_ppl_source: str = field(
+        default="auto",
+        metadata={
+            "help": "Per-token log-probs of the sampling policy used for the per-response PPL (spec §3). 'auto': "
+            "TRL's old_per_token_logps if it computed them, else the sampler's (vLLM) log-probs, else one extra "
+            "no-grad forward pass. 'old' / 'sampling': require that source. 'forward': always the extra pass."
+        },
+    )
+    dipo_log_diagnostics: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Run PSD and log the spec §10 diagnostics under 'dipo/…' even when dipo_alpha == 0 (to compare "
+            "baselines). None: on iff dipo_alpha > 0. Costs one extra forward pass when TRL has no log-probs."
+        },
+    )
+    soft_overlong_cache: int | None = field(
+        default=None,
+        metadata={
+            "help": "DAPO soft overlong punishment (DAPO Eq. 13): if set, DiPOTrainer adds TRL's "
+            "`get_soft_overlong_punishment(max_completion_length, soft_overlong_cache)` reward function. DiPO's "
+            "verifier reward (grouping, correctness) excludes it. None (all presets): off."
+        },
+    )
+
+    ppl_bonus_coef: float = field(
+        default=0.0,
+        metadata={
+            "help": "Baseline, not DiPO: CDE-style actor curiosity (spec §11, arXiv 2509.09675). > 0 adds "
+            "min(coef × log-PPL, ppl_bonus_clip × |r|) to every verifier reward before the group normalisation "
+            "(dipo.core.perplexity_bonus). 0 (default): off."
+        },
+    )
+    ppl_bonus_clip: float = field(
+        default=0.5,
+        metadata={"help": "CDE-style baseline: the bonus never exceeds this fraction of the reward's magnitude."},
+    )
+
+    def __post_init__(self) -> None:
+        explicit = {name: getattr(self, name) for name in PRESET_FIELDS}
+        for name, value in resolve_preset(self.preset, explicit).items():
+            setattr(self, name, value)
+        if self.num_generations is not None and self.num_generations < 2:
+            raise ValueError(
+                f"DiPOConfig: num_generations={self.num_generations}, but GRPO/DAPO/DiPO need at least 2 responses "
+                "per prompt to form groups (spec §2). Set num_generations >= 2 (the paper uses 8)."
+            )
+        super().__post_init__()
+        self._validate_dipo()
+
+    def _validate_dipo(self) -> None:
+        if self.dipo_ppl_source not in PPL_SOURCES:
+            raise ValueError(
+                f"DiPOConfig: unknown dipo_ppl_source={self.dipo_ppl_source!r}; choose one of "
+                f"{', '.join(repr(s) for s in PPL_SOURCES)}."
+            )
+        if self.soft_overlong_cache is not None and not 0 <= self.soft_overlong_cache < self.max_completion_length:
+            raise ValueError(
+                f"DiPOConfig: soft_overlong_cache={self.soft_overlong_cache} must lie in [0, max_completion_length="
+                f"{self.max_completion_length}); DAPO uses about a fifth of the maximum length."
+            )
+        if not (self.ppl_bonus_coef >= 0 and self.ppl_bonus_clip >= 0):
+            raise ValueError(
+                f"DiPOConfig: ppl_bonus_coef={self.ppl_bonus_coef} and ppl_bonus_clip={self.ppl_bonus_clip} must be "
+                ">= 0 (ppl_bonus_coef=0 turns the CDE-style baseline off)."
+            )
+        self.dipo_core_config()  # validates every core option with the core's own messages
+        if self.dipo_enabled and self.multi_objective_aggregation != "sum_then_normalize":
+            warnings.warn(
+                "DiPOConfig: multi_objective_aggregation='normalize_then_sum' normalises the summed advantages over "
+                "the whole batch, so extreme groups do not have zero base advantage and the DiPO term is added on "
+                "top of a non-zero one. The paper's setting is 'sum_then_normalize'.",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    @property
+    def dipo_enabled(self) -> bool:
+        """True when BRR can change advantages (``dipo_alpha > 0``)."""
+        return bool(self.dipo_alpha and self.dipo_alpha > 0)
+
+    @property
+    def dipo_track(self) -> bool:
+        """True when the trainer runs PSD at all (DiPO on, or diagnostics requested for a baseline)."""
+        return self.dipo_enabled if self.dipo_log_diagnostics is None else bool(self.dipo_log_diagnostics)
+
+    @property
+    def needs_ppl(self) -> bool:
+        """True when the trainer computes per-response perplexities (DiPO/diagnostics or the CDE-style bonus)."""
+        return self.dipo_track or self.ppl_bonus_coef > 0
+
+    def dipo_core_config(self) -> DiPOCoreConfig:
+        """The :class:`dipo.core.DiPOCoreConfig` of this run (TRL's ``scale_rewards``, unbiased std, eps 1e-4)."""
+        try:
+            return DiPOCoreConfig(
+                alpha=float(self.dipo_alpha),
+                queue_batches=self.dipo_queue_batches,
+                judgment=self.dipo_judgment,
+                judgment_confidence=self.dipo_judgment_confidence,
+                membership=self.dipo_membership,
+                reallocate_hard=self.dipo_reallocate_hard,
+                reallocate_easy=self.dipo_reallocate_easy,
+                reward_mode=self.dipo_reward_mode,
+                correct_threshold=self.dipo_correct_threshold,
+                graded_delta=self.dipo_graded_delta,
+                zero_variance_tol=self.dipo_zero_variance_tol,
+                scale_rewards=self.scale_rewards,
+                std="unbiased",  # TRL's nanstd
+                std_eps=1e-4,  # TRL: (r - mean) / (std + 1e-4)
+                realloc_normalizer=self.dipo_realloc_normalizer,
+            )
+        except ValueError as err:
+            raise ValueError(f"DiPOConfig: invalid DiPO option ({err}) Set it through the `dipo_*` field.") from err
+
+    @classmethod
+    def from_grpo_config(cls, args: GRPOConfig, **dipo_options: Any) -> DiPOConfig:
+        """Wrap an already-built ``GRPOConfig``: every TRL value kept as given, preset ``"none"``, DiPO options at
+        their defaults (α = 0.1) unless passed in ``dipo_options`` (``dipo_*`` fields and ``soft_overlong_cache``)."""
+        if isinstance(args, DiPOConfig):
+            return args
+        new = copy.copy(args)
+        new.__class__ = cls
+        own = {f.name: f for f in dataclasses.fields(cls) if f.name not in GRPOConfig.__dataclass_fields__}
+        unknown = set(dipo_options) - set(own)
+        if unknown:
+            raise ValueError(f"DiPOConfig.from_grpo_config: unknown DiPO options {sorted(unknown)}.")
+        for name, f in own.items():
+            setattr(new, name, dipo_options.get(name, f.default))
+        new.preset = "none"
+        if new.dipo_alpha is None:
+            new.dipo_alpha = PRESETS["none"]["dipo_alpha"]
+        new._validate_dipo()
+        return new

@@ -1,0 +1,303 @@
+"""``DiPOTrainer``: TRL's ``GRPOTrainer`` with DiPO advantages (a thin adapter around :class:`dipo.core.DiPO`).
+
+The parent builds the batch, scores it and computes GRPO/DAPO advantages; this class only post-processes:
+
+1. ``_calculate_rewards`` keeps the raw per-function rewards (gathered over processes by TRL);
+2. ``_generate_and_score_completions`` takes the per-token log-probs of the sampling policy (TRL's old or
+   sampler log-probs, or one extra no-grad pass), reduces them to per-response log-PPL over the loss tokens (tool
+   output excluded), gathers them, runs ``dipo.core.DiPO.step`` on the global batch (identical on every rank), adds
+   ``advantage_delta`` to TRL's local advantages and logs the spec §10 diagnostics as ``dipo/…`` metrics;
+3. the PPL queue is saved with every checkpoint and restored on resume.
+
+All algorithm logic (grouping, threshold, judgment, BRR, normalisation) lives in :mod:`dipo.core`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from trl import GRPOConfig, GRPOTrainer
+from trl.extras.profiling import profiling_decorator
+from trl.models.utils import disable_gradient_checkpointing
+from trl.rewards import get_soft_overlong_punishment
+
+from dipo.core import DiPO, DiPOStepOutput, group_advantages, perplexity_bonus, sequence_log_ppl
+from dipo.integrations.trl._version import check_trl_version
+from dipo.integrations.trl.config import DiPOConfig
+
+#: File name of the DiPO state (the PPL queue) inside every checkpoint folder.
+DIPO_STATE_NAME = "dipo_state.pt"
+
+#: TRL loss types normalised by a token count (the others average per sequence or use a constant).
+TOKEN_NORMALISED_LOSSES = ("dapo", "bnpo", "cispo", "vespo")
+
+# Multimodal keys of TRL's generation output that the policy forward needs (as in GRPOTrainer._compute_loss).
+_FORWARD_KEYS = (
+    "pixel_values",
+    "image_grid_thw",
+    "num_images",
+    "pixel_attention_mask",
+    "spatial_shapes",
+    "num_tiles",
+    "image_sizes",
+    "token_type_ids",
+    "mm_token_type_ids",
+    "image_position_ids",
+)
+
+
+@dataclass
+class DiPOBatchRecord:
+    """What DiPO saw and decided for the last training batch (global tensors unless marked local)."""
+
+    rewards: Tensor  # [N] verifier rewards R fed to dipo.core
+    log_ppl: Tensor  # [N] per-response log-PPL (NaN: no valid token)
+    valid: Tensor  # [N] bool, False for rows every verifier reward function skipped (NaN reward)
+    token_counts: Tensor  # [N] loss tokens per response
+    output: DiPOStepOutput | None  # dipo.core's decisions (None when only the CDE-style bonus runs)
+    trl_advantages: Tensor  # [B_local] TRL's own advantages before DiPO (local rows)
+    advantages: Tensor  # [B_local] advantages handed to the loss (local rows)
+    process_slice: slice  # the local rows inside the global batch
+    ppl_source: str  # "old", "sampling" or "forward"
+
+
+class DiPOTrainer(GRPOTrainer):
+    """Drop-in replacement for ``trl.GRPOTrainer`` that adds DiPO (arXiv 2604.13902) on top of GRPO/DAPO.
+
+    Same constructor as ``GRPOTrainer``; ``args`` may be a :class:`DiPOConfig` (presets ``grpo`` / ``dapo`` /
+    ``dipo``) or a plain ``GRPOConfig`` (kept as given, DiPO with α = 0.1 added). Scaling (DDP, DeepSpeed, FSDP,
+    vLLM) is TRL's own.
+    """
+
+    _tag_names = ["trl", "grpo", "dipo"]
+    _name = "DiPO"
+
+    def __init__(
+        self, model: Any, reward_funcs: Any = None, args: GRPOConfig | None = None, *more_args: Any, **kwargs: Any
+    ) -> None:
+        check_trl_version()
+        if more_args:  # GRPOTrainer's later positional parameters (train_dataset, eval_dataset, ...) by name
+            names = list(inspect.signature(GRPOTrainer.__init__).parameters)[4:]
+            if len(more_args) > len(names):
+                raise TypeError(f"DiPOTrainer takes at most {len(names) + 3} positional arguments.")
+            kwargs.update(zip(names, more_args, strict=False))
+        if args is None:
+            name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "model")
+            args = DiPOConfig(f"{str(name).split('/')[-1]}-DiPO")
+        elif not isinstance(args, DiPOConfig):
+            if not isinstance(args, GRPOConfig):
+                raise TypeError(
+                    f"DiPOTrainer: args must be a DiPOConfig or GRPOConfig, got {type(args).__name__}. "
+                    "Build it with dipo.DiPOConfig(output_dir=..., preset='dipo', ...)."
+                )
+            args = DiPOConfig.from_grpo_config(args)
+
+        self._dipo_skip_reward_column: int | None = None
+        if args.soft_overlong_cache is not None:
+            reward_funcs, kwargs = self._add_soft_overlong_reward(reward_funcs, args, kwargs)
+
+        super().__init__(model, reward_funcs=reward_funcs, args=args, **kwargs)
+
+        self.dipo: DiPO | None = DiPO(args.dipo_core_config()) if args.dipo_track else None
+        self.last_dipo_batch: DiPOBatchRecord | None = None
+        self._dipo_rewards_per_func: Tensor | None = None
+
+    # ------------------------------------------------------------------ construction helpers
+    def _add_soft_overlong_reward(self, reward_funcs: Any, args: DiPOConfig, kwargs: dict[str, Any]):
+        """Append TRL's DAPO soft overlong punishment; DiPO's verifier reward will skip its column."""
+        funcs = (
+            [] if reward_funcs is None else list(reward_funcs) if isinstance(reward_funcs, list) else [reward_funcs]
+        )
+        self._dipo_skip_reward_column = len(funcs)
+        funcs.append(get_soft_overlong_punishment(args.max_completion_length, args.soft_overlong_cache))
+        if args.reward_weights is not None and len(args.reward_weights) == len(funcs) - 1:
+            args.reward_weights = [*args.reward_weights, 1.0]
+        processing = kwargs.get("reward_processing_classes")
+        if isinstance(processing, list) and len(processing) == len(funcs) - 1:
+            kwargs = {**kwargs, "reward_processing_classes": [*processing, None]}
+        return funcs, kwargs
+
+    # ------------------------------------------------------------------ TRL hooks
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._dipo_rewards_per_func = rewards_per_func  # (N_global, n_funcs), raw, gathered by TRL
+        return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        output = super()._generate_and_score_completions(inputs)
+        rewards_per_func, self._dipo_rewards_per_func = self._dipo_rewards_per_func, None
+        if not self.args.needs_ppl or not self.model.training:  # DiPO acts on training batches only
+            return output
+        self._apply_dipo(output, rewards_per_func)
+        return output
+
+    # ------------------------------------------------------------------ DiPO post-processing
+    @profiling_decorator
+    def _apply_dipo(self, output: dict[str, Any], rewards_per_func: Tensor | None) -> None:
+        if rewards_per_func is None:
+            raise RuntimeError(
+                "DiPOTrainer: no rewards were recorded for this batch (GRPOTrainer._calculate_rewards was not "
+                "called). This TRL version changed its reward flow; pin trl>=1.14,<1.17."
+            )
+        device = output["advantages"].device
+        completion_mask = output["completion_mask"]
+        loss_mask = completion_mask if output.get("tool_mask") is None else completion_mask * output["tool_mask"]
+
+        token_logps, source = self._sampling_token_logps(output)
+        local_log_ppl = sequence_log_ppl(token_logps.float(), loss_mask)
+        local_counts = loss_mask.sum(dim=1).float()
+        # The core runs on CPU: a few thousand scalars, and no per-metric device synchronisation on GPUs.
+        gathered = self.accelerator.gather(torch.stack([local_log_ppl, local_counts], dim=1)).cpu()
+        log_ppl, token_counts = gathered[:, 0], gathered[:, 1]
+
+        rewards, valid = self._verifier_rewards(rewards_per_func.cpu())
+        if rewards.numel() != log_ppl.numel():
+            raise RuntimeError(
+                f"DiPOTrainer: {rewards.numel()} gathered rewards but {log_ppl.numel()} gathered log-PPL values; "
+                "every process must generate the same number of completions."
+            )
+        rewards = torch.where(valid, rewards, torch.zeros_like(rewards))
+        metrics = self._metrics["train"]
+        delta = torch.zeros_like(rewards)
+        out = None
+        if self.dipo is not None:
+            # realloc_normalizer="separate" counts the α term's own normaliser in tokens for token-normalised losses
+            token_level = self.loss_type in TOKEN_NORMALISED_LOSSES
+            out = self.dipo.step(
+                rewards,
+                log_ppl,
+                self.num_generations,
+                valid=valid,
+                token_counts=token_counts if token_level else None,
+            )
+            for key, value in out.metrics().items():
+                metrics[f"dipo/{key}"].append(float(value))
+            metrics["dipo/frac_rows_no_ppl"].append(float((torch.isnan(log_ppl) & valid).float().mean()))
+            metrics["dipo/advantage_delta_abs_mean"].append(float(out.advantage_delta.abs().mean()))
+            if self.args.dipo_enabled:
+                delta = delta + out.advantage_delta
+        if self.args.ppl_bonus_coef > 0:
+            delta = delta + self._ppl_bonus_delta(rewards, log_ppl, valid)
+
+        local = output["advantages"].size(0)
+        process_slice = slice(self.accelerator.process_index * local, (self.accelerator.process_index + 1) * local)
+        trl_advantages = output["advantages"]
+        if self.args.dipo_enabled or self.args.ppl_bonus_coef > 0:
+            delta = delta.to(device=device, dtype=trl_advantages.dtype)
+            output["advantages"] = trl_advantages + delta[process_slice]
+            self._replace_logged_advantages(delta)
+
+        self.last_dipo_batch = DiPOBatchRecord(
+            rewards=rewards,
+            log_ppl=log_ppl,
+            valid=valid,
+            token_counts=token_counts,
+            output=out,
+            trl_advantages=trl_advantages,
+            advantages=output["advantages"],
+            process_slice=process_slice,
+            ppl_source=source,
+        )
+
+    def _ppl_bonus_delta(self, rewards: Tensor, log_ppl: Tensor, valid: Tensor) -> Tensor:
+        """CDE-style baseline (spec §11): advantages of the PPL-shaped rewards minus those of the plain rewards."""
+        shaped = perplexity_bonus(rewards, log_ppl, self.args.ppl_bonus_coef, self.args.ppl_bonus_clip)
+        norm = {"scale_rewards": self.scale_rewards, "std": "unbiased", "eps": 1e-4, "valid": valid}
+        bonus = (shaped - rewards)[valid]
+        metrics = self._metrics["train"]
+        metrics["cde/bonus_mean"].append(float(bonus.mean()) if bonus.numel() else math.nan)
+        metrics["cde/frac_rows_with_bonus"].append(float((bonus > 0).float().mean()) if bonus.numel() else math.nan)
+        groups = self.num_generations
+        return group_advantages(shaped, groups, **norm) - group_advantages(rewards, groups, **norm)
+
+    def _sampling_token_logps(self, output: dict[str, Any]) -> tuple[Tensor, str]:
+        """Per-token log-probs of the policy that sampled the batch (spec §3), and where they came from."""
+        source = self.args.dipo_ppl_source
+        if source in ("auto", "old") and output.get("old_per_token_logps") is not None:
+            return output["old_per_token_logps"], "old"
+        if source in ("auto", "sampling") and output.get("sampling_per_token_logps") is not None:
+            return output["sampling_per_token_logps"], "sampling"
+        if source in ("old", "sampling"):
+            raise ValueError(
+                f"DiPOConfig.dipo_ppl_source={source!r}, but TRL did not compute {source}_per_token_logps for this "
+                "batch ('old' needs vLLM importance-sampling correction or num_iterations > 1 / steps_per_generation "
+                "> gradient_accumulation_steps; 'sampling' needs vLLM or a rollout_func returning logprobs). Use "
+                "dipo_ppl_source='auto'."
+            )
+        return self._extra_forward_logps(output), "forward"
+
+    def _extra_forward_logps(self, output: dict[str, Any]) -> Tensor:
+        """One no-grad forward of the current (= sampling) policy over prompt + completion."""
+        prompt_ids, completion_ids = output["prompt_ids"], output["completion_ids"]
+        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+        attention_mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
+        forward_kwargs = {key: output.get(key) for key in _FORWARD_KEYS}
+        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            token_logps, _, _ = self._get_per_token_logps_and_entropies(
+                self.model,
+                input_ids,
+                attention_mask,
+                completion_ids.size(1),
+                batch_size=self.args.per_device_train_batch_size,
+                **forward_kwargs,
+            )
+        return token_logps
+
+    def _verifier_rewards(self, rewards_per_func: Tensor) -> tuple[Tensor, Tensor]:
+        """Weighted sum of the verifier reward functions (the soft overlong penalty excluded) and the valid rows."""
+        columns = [i for i in range(rewards_per_func.size(1)) if i != self._dipo_skip_reward_column]
+        per_func = rewards_per_func[:, columns]
+        weights = self.reward_weights.to(per_func.device)[columns]
+        valid = ~torch.isnan(per_func).all(dim=1)
+        rewards = (per_func * weights.unsqueeze(0)).nansum(dim=1)
+        return rewards, valid
+
+    def _replace_logged_advantages(self, delta: Tensor) -> None:
+        """TRL logged its own global advantages in ``self._logs['advantages']``; replace them by the final ones."""
+        logged = self._logs["advantages"]
+        count = min(len(logged), delta.numel())
+        tail = [logged.pop() for _ in range(count)][::-1]
+        new = torch.tensor(tail, dtype=delta.dtype) + delta[delta.numel() - count :].cpu()
+        logged.extend(new.tolist())
+
+    # ------------------------------------------------------------------ checkpointing of the PPL queue (spec §4)
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.dipo is not None and self.args.should_save:
+            folder = os.path.join(
+                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
+            torch.save(self.dipo.state_dict(), os.path.join(folder, DIPO_STATE_NAME))
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if self.dipo is None or checkpoint is None:
+            return
+        path = os.path.join(checkpoint, DIPO_STATE_NAME)
+        if os.path.exists(path):
+            self.dipo.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        else:
+            warnings.warn(
+                f"DiPOTrainer: resuming from {checkpoint}, which has no {DIPO_STATE_NAME}; the PPL queue starts empty "
+                "(the threshold uses only new batches until the queue refills).",
+                UserWarning,
+                stacklevel=2,
+            )
+
+    # ------------------------------------------------------------------ convenience
+    def dipo_log_history(self, key: str) -> list[float]:
+        """Values of metric ``dipo/<key>`` (or a full key) per logging step from ``state.log_history``."""
+        full = key if key.startswith("dipo/") else f"dipo/{key}"
+        return [
+            math.nan if entry[full] is None else float(entry[full])
+            for entry in self.state.log_history
+            if full in entry
+        ]
