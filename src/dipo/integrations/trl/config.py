@@ -50,6 +50,10 @@ class DiPOConfig(GRPOConfig):
         soft_overlong_cache (`int` or `None`): if set, add TRL's DAPO soft overlong punishment reward; DiPO's
             verifier reward excludes it.
         ppl_bonus_coef / ppl_bonus_clip (`float`, 0.0 / 0.5): the CDE-style PPL reward bonus baseline (spec §11).
+        fast_generation (`bool`, False): not a paper rule, a speed option for TRL's transformers ``generate`` path:
+            static KV cache + ``torch.compile`` of the decoding step (on CUDA/XPU; static cache only elsewhere), with
+            prompts left-padded to a multiple of ``fast_generation_bucket`` so that it compiles once per bucket.
+        fast_generation_bucket (`int`, 64): the prompt-length bucket used when ``pad_to_multiple_of`` is not set.
     """
 
     preset: str = field(
@@ -188,6 +192,25 @@ class DiPOConfig(GRPOConfig):
         metadata={"help": "CDE-style baseline: the bonus never exceeds this fraction of the reward's magnitude."},
     )
 
+    fast_generation: bool = field(
+        default=False,
+        metadata={
+            "help": "Faster rollouts on TRL's transformers `generate` path (no vLLM): static KV cache "
+            "(cache_implementation='static') and torch.compile of the decoding step, which TRL switches off by "
+            "default (disable_compile=True). transformers compiles on CUDA/XPU only; elsewhere the static cache "
+            "runs uncompiled. Prompts are left-padded to a multiple of `fast_generation_bucket` (through TRL's "
+            "`pad_to_multiple_of`, unless you set that) so the decoding step compiles once per bucket. Sampling "
+            "(temperature, top-p/top-k, EOS, masks) is unchanged."
+        },
+    )
+    fast_generation_bucket: int = field(
+        default=64,
+        metadata={
+            "help": "fast_generation: prompt lengths are padded up to a multiple of this (sets `pad_to_multiple_of` "
+            "when that is None). Larger buckets mean fewer compilations and more padding."
+        },
+    )
+
     def __post_init__(self) -> None:
         explicit = {name: getattr(self, name) for name in PRESET_FIELDS}
         for name, value in resolve_preset(self.preset, explicit).items():
@@ -200,7 +223,39 @@ class DiPOConfig(GRPOConfig):
         super().__post_init__()
         self._validate_dipo()
 
+    def _apply_fast_generation(self) -> None:
+        """``fast_generation``: static cache + bucketed prompt padding (the trainer re-enables compilation)."""
+        if not self.fast_generation:
+            return
+        if (
+            self.use_vllm
+            or self.use_transformers_continuous_batching
+            or getattr(self, "use_transformers_paged", False)
+        ):
+            engine = "use_vllm" if self.use_vllm else "use_transformers_continuous_batching"
+            raise ValueError(
+                f"DiPOConfig: fast_generation=True applies to TRL's transformers `generate` path, but {engine}=True "
+                "selects another generation engine with its own caching. Set fast_generation=False, or turn the "
+                "other engine off."
+            )
+        if self.fast_generation_bucket < 1:
+            raise ValueError(
+                f"DiPOConfig: fast_generation_bucket={self.fast_generation_bucket} must be >= 1 (64 is a good value)."
+            )
+        requested = {self.cache_implementation, (self.generation_kwargs or {}).get("cache_implementation", "static")}
+        requested.discard(None)
+        if requested != {"static"}:
+            raise ValueError(
+                f"DiPOConfig: fast_generation=True uses cache_implementation='static', but {sorted(requested)} was "
+                "requested (cache_implementation / generation_kwargs). Remove that setting or set "
+                "fast_generation=False."
+            )
+        self.cache_implementation = "static"
+        if self.pad_to_multiple_of is None:
+            self.pad_to_multiple_of = self.fast_generation_bucket
+
     def _validate_dipo(self) -> None:
+        self._apply_fast_generation()
         if self.dipo_ppl_source not in PPL_SOURCES:
             raise ValueError(
                 f"DiPOConfig: unknown dipo_ppl_source={self.dipo_ppl_source!r}; choose one of "

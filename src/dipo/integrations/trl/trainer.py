@@ -54,6 +54,26 @@ _FORWARD_KEYS = (
 )
 
 
+def _keep_one_input_grad_hook(model: Any) -> None:
+    """Make ``model.enable_input_require_grads`` replace its embedding hook instead of adding one more.
+
+    transformers' ``gradient_checkpointing_enable`` registers a new input-embedding forward hook on every call and
+    ``gradient_checkpointing_disable`` leaves it in place (transformers 5.10 to 5.17). TRL switches checkpointing off
+    and on around every generation, so the hooks pile up, and ``torch.compile`` (which guards on their number)
+    recompiles the decoding step at every generation: ``fast_generation`` would compile at every step.
+    """
+    enable = getattr(model, "enable_input_require_grads", None)
+    if enable is None or not hasattr(model, "disable_input_require_grads") or getattr(enable, "_dipo_once", False):
+        return
+
+    def enable_once() -> None:
+        model.disable_input_require_grads()
+        enable()
+
+    enable_once._dipo_once = True  # type: ignore[attr-defined]
+    model.enable_input_require_grads = enable_once
+
+
 @dataclass
 class DiPOBatchRecord:
     """What DiPO saw and decided for the last training batch (global tensors unless marked local)."""
@@ -105,6 +125,8 @@ class DiPOTrainer(GRPOTrainer):
             reward_funcs, kwargs = self._add_soft_overlong_reward(reward_funcs, args, kwargs)
 
         super().__init__(model, reward_funcs=reward_funcs, args=args, **kwargs)
+        if args.fast_generation:
+            self._enable_fast_generation()
 
         self.dipo: DiPO | None = DiPO(args.dipo_core_config()) if args.dipo_track else None
         self.last_dipo_batch: DiPOBatchRecord | None = None
@@ -124,6 +146,19 @@ class DiPOTrainer(GRPOTrainer):
         if isinstance(processing, list) and len(processing) == len(funcs) - 1:
             kwargs = {**kwargs, "reward_processing_classes": [*processing, None]}
         return funcs, kwargs
+
+    def _enable_fast_generation(self) -> None:
+        """``fast_generation``: TRL builds its ``GenerationConfig`` with ``disable_compile=True``; allow compilation.
+
+        The config already asks for ``cache_implementation="static"`` and bucketed prompt padding (``DiPOConfig``).
+        transformers then compiles the decoding step on CUDA/XPU (its auto-compile rule); sampling settings are
+        untouched."""
+        generation_config = getattr(self, "generation_config", None)
+        if generation_config is None:  # a vLLM / continuous-batching trainer has none (refused by DiPOConfig)
+            raise RuntimeError("DiPOTrainer: fast_generation needs TRL's transformers `generate` path.")
+        generation_config.disable_compile = False
+        if self.args.gradient_checkpointing:
+            _keep_one_input_grad_hook(self.model)
 
     # ------------------------------------------------------------------ TRL hooks
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
