@@ -582,50 +582,18 @@ def part_overhead(bench: PolicyBench, results: Results, fast: bool) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ 3. learning
-@torch.no_grad()
 def heldout_eval(model: Any, tokenizer: Any, items: list[Any], k: int, max_new: int, seed: int) -> dict[str, Any]:
-    """Greedy accuracy and mean@k (temperature 1, no top-k/top-p) on ``items``, on the model's device."""
-    from dipo.tasks.arithmetic import verify
+    """Greedy accuracy and mean@k (temperature 1) on ``items``, on the model's device (``dipo.demo.evaluate``)."""
+    from dipo.demo.evaluate import evaluate
 
-    was_training = model.training
-    model.eval()
-
-    def complete(prompts: list[str], sample: bool) -> list[str]:
-        enc = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
-        gen = model.generate(
-            **enc,
-            max_new_tokens=max_new,
-            do_sample=sample,
-            temperature=1.0 if sample else None,
-            top_k=0 if sample else None,
-            top_p=1.0 if sample else None,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-        return tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-
-    prompts = [it.prompt for it in items]
-    greedy = [verify(c, it.answer) for c, it in zip(complete(prompts, False), items, strict=True)]
-    torch.manual_seed(seed)
-    sampled = complete([p for p in prompts for _ in range(k)], True)
-    ok = [verify(c, items[i // k].answer) for i, c in enumerate(sampled)]
-    by_level: dict[str, list[int]] = {}
-    for i, hit in enumerate(ok):
-        by_level.setdefault(str(items[i // k].level), []).append(int(hit))
-    model.train(was_training)
-    return {
-        "greedy": sum(greedy) / len(items),
-        "mean_at_k": sum(ok) / len(ok),
-        "k": k,
-        "mean_at_k_by_level": {lv: sum(v) / len(v) for lv, v in sorted(by_level.items())},
-    }
+    return evaluate(model, tokenizer, items, k=k, max_new_tokens=max_new, seed=seed).as_dict()
 
 
 def warm_start(sizes: Sizes, task: Any, device: torch.device, path: Path) -> dict[str, Any]:
     """Supervised warm start on ``device`` (``dipo.demo.warmstart``'s recipe and batches), saved to ``path``."""
     from dipo.demo.model import ModelSpec, build_model, num_parameters
     from dipo.demo.tokenizer import build_tokenizer
-    from dipo.demo.warmstart import SFTConfig, sft_batch
+    from dipo.demo.warmstart import SFTConfig, supervised_finetune
 
     spec = ModelSpec(
         hidden_size=sizes.model_hidden,
@@ -636,26 +604,9 @@ def warm_start(sizes: Sizes, task: Any, device: torch.device, path: Path) -> dic
     sft = SFTConfig(steps=sizes.sft_steps, batch_size=sizes.sft_batch, learning_rate=sizes.sft_lr)
     tokenizer = build_tokenizer()
     model = build_model(spec, tokenizer, seed=sft.seed).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=sft.learning_rate, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: min(1.0, (step + 1) / max(1, sft.warmup_steps)) * max(0.05, 1.0 - step / sft.steps)
-    )
     start = time.perf_counter()
-    model.train()
-    gen = torch.Generator().manual_seed(sft.seed)
-    losses = []
-    for step in range(sft.steps):
-        items = task.sample(sft.batch_size, seed=sft.seed * 1_000_003 + step, split="train")
-        fillers = (torch.rand(len(items), generator=gen) < sft.filler_prob).tolist()
-        ids, mask, labels = (t.to(device) for t in sft_batch(items, tokenizer, fillers))
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(loss.detach())
-    final_loss = float(torch.stack(losses[-20:]).mean())
+    losses = supervised_finetune(model, tokenizer, task, sft)
+    final_loss = sum(losses[-20:]) / len(losses[-20:])
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return {

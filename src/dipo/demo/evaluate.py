@@ -1,0 +1,103 @@
+"""Held-out evaluation of the demo model: greedy accuracy and mean@k (sampled) per difficulty level."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from dipo.tasks.arithmetic import ArithmeticItem, verify
+
+
+@dataclass
+class EvalResult:
+    """Accuracies in [0, 1]: overall and per level, greedy and mean@k."""
+
+    greedy: float
+    mean_at_k: float
+    k: int
+    greedy_by_level: dict[int, float] = field(default_factory=dict)
+    mean_at_k_by_level: dict[int, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "greedy": self.greedy,
+            "mean_at_k": self.mean_at_k,
+            "k": self.k,
+            "greedy_by_level": {str(k): v for k, v in self.greedy_by_level.items()},
+            "mean_at_k_by_level": {str(k): v for k, v in self.mean_at_k_by_level.items()},
+        }
+
+
+@torch.no_grad()
+def generate_answers(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    do_sample: bool,
+    temperature: float = 1.0,
+    batch_size: int = 1024,
+    seed: int = 0,
+) -> list[str]:
+    """Completions (special tokens removed) for ``prompts``, batched with left padding."""
+    was_training = model.training
+    model.eval()
+    out: list[str] = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for start in range(0, len(prompts), batch_size):
+            chunk = list(prompts[start : start + batch_size])
+            enc = tokenizer(chunk, return_tensors="pt", padding=True).to(model.device)
+            gen = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=do_sample,
+                temperature=temperature if do_sample else None,
+                top_k=0 if do_sample else None,
+                top_p=1.0 if do_sample else None,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            out.extend(tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True))
+    model.train(was_training)
+    return out
+
+
+def _by_level(items: Sequence[ArithmeticItem], correct: Sequence[bool], repeat: int) -> dict[int, float]:
+    hits: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    for i, ok in enumerate(correct):
+        level = items[i // repeat].level
+        hits[level][0] += int(ok)
+        hits[level][1] += 1
+    return {lv: h / n for lv, (h, n) in sorted(hits.items())}
+
+
+def evaluate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    items: Sequence[ArithmeticItem],
+    k: int = 8,
+    max_new_tokens: int = 8,
+    temperature: float = 1.0,
+    seed: int = 0,
+) -> EvalResult:
+    """Greedy accuracy and mean@k (k samples per item at ``temperature``) on ``items``."""
+    if not items:
+        raise ValueError("evaluate: empty item list; build it with ArithmeticTask.heldout_set(n_per_level)")
+    prompts = [it.prompt for it in items]
+    greedy = generate_answers(model, tokenizer, prompts, max_new_tokens, do_sample=False)
+    greedy_ok = [verify(c, it.answer) for c, it in zip(greedy, items, strict=True)]
+    result = EvalResult(greedy=sum(greedy_ok) / len(items), mean_at_k=float("nan"), k=k)
+    result.greedy_by_level = _by_level(items, greedy_ok, 1)
+    if k > 0:
+        sampled = generate_answers(
+            model, tokenizer, [p for p in prompts for _ in range(k)], max_new_tokens, True, temperature, seed=seed
+        )
+        sampled_ok = [verify(c, items[i // k].answer) for i, c in enumerate(sampled)]
+        result.mean_at_k = sum(sampled_ok) / len(sampled_ok)
+        result.mean_at_k_by_level = _by_level(items, sampled_ok, k)
+    return result

@@ -1,0 +1,60 @@
+"""The methods ``dipo demo`` compares: the main three, the ablations and the paper's other baselines.
+
+Each method is a :class:`DiPOConfig` preset plus overrides (any ``DiPOConfig`` field), optionally with the CDE-style
+perplexity bonus reward (spec §11). All run through ``DiPOTrainer`` from the same warm start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Method:
+    """A named training recipe: ``preset`` + ``overrides`` of ``DiPOConfig`` fields (+ optional CDE bonus)."""
+
+    name: str
+    preset: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    cde_coef: float | None = None  # CDE-style perplexity bonus coefficient (None: off)
+    cde_clip: float = 0.5
+    description: str = ""
+
+
+MAIN = [
+    Method("grpo", "grpo", description="GRPO: group-normalised advantages, symmetric clip 0.2, sequence-mean loss"),
+    Method("dapo", "dapo", description="DAPO (TRL): clip-higher 0.2/0.28, token-level loss, overlong filtering"),
+    Method("dipo", "dipo", description="DiPO: DAPO + PSD/BRR, α = 0.1 (spec §7)"),
+]
+
+ABLATIONS = [
+    Method("dipo-no-judgment", "dipo", {"dipo_judgment": False}, description="DiPO without the advantage judgment"),
+    Method("dipo-hard-only", "dipo", {"dipo_reallocate_easy": False}, description="BRR max-PPL reward only"),
+    Method("dipo-easy-only", "dipo", {"dipo_reallocate_hard": False}, description="BRR max-PPL penalty only"),
+    Method("dipo-member-all", "dipo", {"dipo_membership": "all"}, description="membership rule 'all'"),
+    Method("dipo-member-mean", "dipo", {"dipo_membership": "mean"}, description="membership rule 'mean'"),
+    Method("dipo-a0.05", "dipo", {"dipo_alpha": 0.05}, description="α = 0.05"),
+    Method("dipo-a0.3", "dipo", {"dipo_alpha": 0.3}, description="α = 0.3"),
+    Method("dipo-a1.0", "dipo", {"dipo_alpha": 1.0}, description="α = 1.0 (tenfold the default)"),
+]
+
+BASELINES = [
+    Method("dapo-ent0.003", "dapo", {"entropy_coef": 0.003}, description="DAPO + entropy bonus, coef 0.003"),
+    Method("dapo-ent0.01", "dapo", {"entropy_coef": 0.01}, description="DAPO + entropy bonus, coef 0.01"),
+    Method("dapo-ent0.03", "dapo", {"entropy_coef": 0.03}, description="DAPO + entropy bonus, coef 0.03"),
+    Method("dapo-ent0.1", "dapo", {"entropy_coef": 0.1}, description="DAPO + entropy bonus, coef 0.1"),
+    Method("dipo-a1.0", "dipo", {"dipo_alpha": 1.0}, description="DiPO α = 1.0 (tenfold the default)"),
+    Method("dapo-cde0.1", "dapo", cde_coef=0.1, description="DAPO + CDE-style PPL bonus, coef 0.1, clip 0.5"),
+    Method("dapo-cde0.3", "dapo", cde_coef=0.3, description="DAPO + CDE-style PPL bonus, coef 0.3, clip 0.5"),
+]
+
+REGISTRY: dict[str, Method] = {m.name: m for m in [*MAIN, *ABLATIONS, *BASELINES]}
+
+
+def resolve_methods(names: list[str]) -> list[Method]:
+    """Methods by name; unknown names raise a ValueError listing the known ones."""
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; known: {', '.join(REGISTRY)}")
+    return [REGISTRY[n] for n in names]

@@ -1,0 +1,241 @@
+"""The ``dipo demo`` runner: warm start once, then RL runs (method × seed) through ``DiPOTrainer``, evaluated on
+held-out items before and after, with per-step metrics collected for the report.
+
+Runs are independent jobs; with ``workers > 1`` they execute in parallel processes (one torch thread each),
+which is the fastest layout for a tiny model on a few CPU cores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from dipo.demo.methods import Method
+from dipo.demo.model import ModelSpec
+from dipo.demo.warmstart import SFTConfig
+from dipo.tasks.arithmetic import ArithmeticTask
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Everything a demo run depends on (defaults: the full demo, ≈10 min on 2 idle CPU cores)."""
+
+    methods: tuple[str, ...] = ("grpo", "dapo", "dipo")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    steps: int = 100
+    prompts_per_step: int = 32
+    num_generations: int = 8
+    learning_rate: float = 3e-4
+    warmup_steps: int = 10
+    temperature: float = 1.0
+    max_completion_length: int = 8
+    eval_every: int = 10
+    eval_per_level: int = 40  # held-out items per level during training (greedy + mean@k)
+    final_eval_per_level: int = 100  # held-out items per level before/after (greedy + mean@k)
+    k: int = 8
+    ppl_window: int = 5  # steps whose per-response PPLs form the "early" / "late" distributions
+    workers: int = 2
+    trainer_overrides: dict[str, Any] = field(default_factory=dict)  # extra DiPOConfig fields for every method
+    task: ArithmeticTask = field(default_factory=lambda: ArithmeticTask(ops=("+",)))
+    model: ModelSpec = field(default_factory=lambda: ModelSpec(num_hidden_layers=2))
+    sft: SFTConfig = field(default_factory=SFTConfig)
+
+    def quick(self) -> DemoConfig:
+        """The ≤ 2-minute smoke configuration."""
+        return replace(
+            self,
+            seeds=(0,),
+            steps=8,
+            prompts_per_step=8,
+            warmup_steps=0,
+            eval_every=4,
+            eval_per_level=10,
+            final_eval_per_level=20,
+            k=4,
+            ppl_window=2,
+            sft=replace(self.sft, steps=800),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _metric_rows(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Per-step training metrics from TRL's ``log_history`` (the final summary entry dropped)."""
+    rows = []
+    for entry in log_history:
+        if "step" not in entry or "train_runtime" in entry:
+            continue
+        rows.append({k: (float(v) if isinstance(v, int | float) else math.nan) for k, v in entry.items()})
+    return rows
+
+
+def run_one(
+    cfg: DemoConfig,
+    method: Method,
+    seed: int,
+    warm_path: str,
+    out_dir: str,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """One RL run of ``method`` with ``seed`` from the warm start; returns a JSON-able record."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
+
+    from dipo import DiPOConfig, DiPOTrainer
+    from dipo.demo.cde import PerplexityBonusReward
+    from dipo.demo.evaluate import evaluate
+    from dipo.tasks.arithmetic import arithmetic_reward, to_records
+
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(warm_path)
+    model = AutoModelForCausalLM.from_pretrained(warm_path)
+    n_prompts = cfg.steps * cfg.prompts_per_step
+    train = Dataset.from_list(to_records(cfg.task.sample(n_prompts, seed=10_000 + seed, split="train")))
+    heldout_small = cfg.task.heldout_set(cfg.eval_per_level, seed=1)
+    heldout_final = cfg.task.heldout_set(cfg.final_eval_per_level, seed=2)
+
+    run_dir = Path(out_dir) / "runs" / f"{method.name}-s{seed}"
+    overrides = dict(method.overrides)
+    # Diagnostics for every method (PSD runs in observe-only mode for GRPO/DAPO), except with the CDE bonus, whose
+    # non-binary reward column would be summed into DiPO's verifier reward.
+    overrides.setdefault("dipo_log_diagnostics", method.cde_coef is None)
+    settings: dict[str, Any] = dict(
+        output_dir=str(run_dir),
+        preset=method.preset,
+        max_steps=cfg.steps,
+        per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
+        gradient_accumulation_steps=1,
+        num_generations=cfg.num_generations,
+        max_completion_length=cfg.max_completion_length,
+        temperature=cfg.temperature,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type="constant_with_warmup",
+        warmup_steps=cfg.warmup_steps,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        seed=seed,
+        data_seed=seed,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    settings.update(cfg.trainer_overrides)
+    settings.update(overrides)
+    args = DiPOConfig(**settings)
+    reward_funcs: list[Any] = [arithmetic_reward]
+    bonus = None
+    if method.cde_coef is not None:
+        bonus = PerplexityBonusReward(arithmetic_reward, tokenizer, coef=method.cde_coef, clip_ratio=method.cde_clip)
+        reward_funcs.append(bonus)
+
+    evals: list[dict[str, float]] = []
+    ppl_early: list[tuple[float, float]] = []
+    ppl_late: list[tuple[float, float]] = []
+
+    def eval_row(step: int) -> None:
+        res = evaluate(
+            model, tokenizer, heldout_small, cfg.k, cfg.max_completion_length, temperature=cfg.temperature, seed=step
+        )
+        row = {"step": float(step), "heldout_greedy": res.greedy, "heldout_mean_at_k": res.mean_at_k}
+        row.update({f"heldout_mean_at_k/L{lv}": v for lv, v in res.mean_at_k_by_level.items()})
+        evals.append(row)
+
+    class DemoCallback(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            step = state.global_step
+            record = getattr(trainer, "last_dipo_batch", None)
+            if record is not None:
+                pairs = list(zip(record.log_ppl.tolist(), record.rewards.tolist(), strict=True))
+                if step <= cfg.ppl_window:
+                    ppl_early.extend(pairs)
+                if step > cfg.steps - cfg.ppl_window:
+                    ppl_late.extend(pairs)
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                eval_row(step)
+            if progress is not None:
+                progress(step)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = DiPOTrainer(
+            model=model,
+            reward_funcs=reward_funcs,
+            args=args,
+            train_dataset=train,
+            processing_class=tokenizer,
+            callbacks=[DemoCallback()],
+        )
+        trainer.remove_callback(PrinterCallback)  # disable_tqdm=True would print every log dict
+        if bonus is not None:
+            bonus.model = trainer.model
+        eval_row(0)
+        trainer.train()
+    final = evaluate(
+        model,
+        tokenizer,
+        heldout_final,
+        cfg.k,
+        cfg.max_completion_length,
+        temperature=cfg.temperature,
+        seed=12_345 + seed,
+    )
+    return {
+        "method": method.name,
+        "seed": seed,
+        "history": _metric_rows(trainer.state.log_history),
+        "evals": evals,
+        "final": final.as_dict(),
+        "ppl_early": ppl_early,
+        "ppl_late": ppl_late,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def _worker(payload: dict[str, Any]) -> dict[str, Any]:
+    """Process-pool entry: one torch thread, progress through a queue."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    torch.set_num_threads(payload.get("threads", 1))
+    queue = payload.get("queue")
+    tag = payload["tag"]
+
+    def progress(step: int) -> None:
+        if queue is not None:
+            queue.put((tag, step))
+
+    record = run_one(
+        payload["cfg"], payload["method"], payload["seed"], payload["warm_path"], payload["out_dir"], progress
+    )
+    if queue is not None:
+        queue.put((tag, -1))
+    return record
+
+
+def default_workers() -> int:
+    """Parallel runs: one per available core, at most 2 by default (``$DIPO_DEMO_WORKERS`` overrides)."""
+    env = os.environ.get("DIPO_DEMO_WORKERS")
+    if env:
+        return max(1, int(env))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(2, cores))
+
+
+def save_json(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1, default=str))

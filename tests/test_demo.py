@@ -1,0 +1,146 @@
+"""Tests of the embedded demo: tokenizer, model, warm start (cache, determinism, mixed accuracy), evaluation,
+the CDE-style bonus, and ``dipo demo --quick`` end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import replace
+
+import pytest
+import torch
+
+from dipo.demo.model import ModelSpec, build_model, num_parameters
+from dipo.demo.tokenizer import build_tokenizer
+from dipo.demo.warmstart import SFTConfig, load_or_train_warmstart, sft_batch, warmstart_key
+from dipo.tasks.arithmetic import ArithmeticTask, arithmetic_reward
+
+TASK = ArithmeticTask(ops=("+",))
+SPEC = ModelSpec(num_hidden_layers=2)
+
+
+def test_tokenizer_roundtrip_and_left_padding():
+    tok = build_tokenizer()
+    assert len(tok) == 17
+    assert tok.decode(tok(" 12")["input_ids"]) == " 12"
+    ids = tok("12+345=")["input_ids"]
+    assert len(ids) == 7
+    assert tok.decode(ids) == "12+345="
+    assert (
+        tok.decode([*tok("987")["input_ids"], tok.eos_token_id, tok.pad_token_id], skip_special_tokens=True) == "987"
+    )
+    batch = tok(["1+2=", "10+20="], padding=True)
+    assert batch["attention_mask"][0][:2] == [0, 0]  # left padding for generation
+
+
+def test_model_is_small_and_deterministic():
+    tok = build_tokenizer()
+    a, b = build_model(SPEC, tok, seed=3), build_model(SPEC, tok, seed=3)
+    assert num_parameters(a) < 500_000
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+    c = build_model(SPEC, tok, seed=4)
+    assert not torch.equal(next(a.parameters()), next(c.parameters()))
+    with pytest.raises(ValueError, match="divisible"):
+        build_model(ModelSpec(hidden_size=66, num_attention_heads=4), tok, seed=0)
+
+
+def test_sft_batch_masks_prompt_tokens():
+    tok = build_tokenizer()
+    items = TASK.sample(4, seed=0)
+    _ids, mask, labels = sft_batch(items, tok)
+    for row, it in enumerate(items):
+        n_answer = len(it.answer) + 1  # + eos
+        assert int((labels[row] != -100).sum()) == n_answer
+        assert labels[row, -1] == tok.eos_token_id
+        assert int(mask[row].sum()) == len(it.prompt) + n_answer
+    _, _, filled = sft_batch(items, tok, fillers=[True, False, False, False])
+    space = tok(" ")["input_ids"][0]
+    first_label = filled[0][filled[0] != -100][0]
+    assert first_label == space  # the filler is supervised; the verifier accepts both forms
+    assert int((filled[0] != -100).sum()) == len(items[0].answer) + 2
+
+
+def test_warmstart_key_changes_with_every_input():
+    base = warmstart_key(TASK, SPEC, SFTConfig())
+    assert base == warmstart_key(TASK, SPEC, SFTConfig())
+    assert base != warmstart_key(TASK, SPEC, SFTConfig(steps=10))
+    assert base != warmstart_key(TASK, replace(SPEC, hidden_size=32), SFTConfig())
+    assert base != warmstart_key(ArithmeticTask(), SPEC, SFTConfig())
+
+
+def test_warmstart_is_deterministic_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIPO_CACHE", str(tmp_path / "a"))
+    sft = SFTConfig(steps=15, batch_size=16)
+    path_a, info_a = load_or_train_warmstart(TASK, SPEC, sft)
+    assert not info_a["cached"]
+    start = time.perf_counter()
+    path_again, info_again = load_or_train_warmstart(TASK, SPEC, sft)
+    assert info_again["cached"] and path_again == path_a
+    assert time.perf_counter() - start < 1.0
+    monkeypatch.setenv("DIPO_CACHE", str(tmp_path / "b"))
+    path_b, _ = load_or_train_warmstart(TASK, SPEC, sft)
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(path_a / "model.safetensors"), load_file(path_b / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_cde_bonus_uses_response_log_ppl():
+    from dipo.demo.cde import PerplexityBonusReward
+
+    tok = build_tokenizer()
+    model = build_model(SPEC, tok, seed=0)
+    bonus = PerplexityBonusReward(arithmetic_reward, tok, coef=0.1, clip_ratio=0.5)
+    prompts = ["1+2=", "10+20="]
+    completions = ["3", "0"]  # right, wrong
+    completion_ids = [[*tok("3")["input_ids"], tok.eos_token_id], tok("0")["input_ids"]]
+    with pytest.raises(ValueError, match="model"):
+        bonus(prompts, completions, completion_ids, answer=["3", "03"])
+    bonus.model = model
+    s = bonus.log_ppl(prompts, completion_ids)
+    # reference: unpadded forward of each prompt + completion
+    for i, (p, c) in enumerate(zip(prompts, completion_ids, strict=True)):
+        ids = torch.tensor([tok(p)["input_ids"] + c])
+        with torch.no_grad():
+            logps = torch.log_softmax(model(input_ids=ids).logits[0, -len(c) - 1 : -1], -1)
+        ref = -logps.gather(-1, torch.tensor(c)[:, None]).mean()
+        assert math.isclose(float(s[i]), float(ref), rel_tol=1e-4)
+    out = bonus(prompts, completions, completion_ids, answer=["3", "03"])
+    assert out[1] == 0.0  # wrong answer (reward 0): no bonus
+    assert out[0] == pytest.approx(min(0.1 * float(s[0]), 0.5))
+
+
+@pytest.mark.slow
+def test_quick_demo_end_to_end(tmp_path, monkeypatch):
+    """`dipo demo --quick` trains the warm start, runs GRPO/DAPO/DiPO and writes the report with all three."""
+    from dipo.cli.main import main
+
+    monkeypatch.setenv("DIPO_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "demo"
+    start = time.perf_counter()
+    assert main(["demo", "--quick", "--no-progress", "--out", str(out)]) == 0
+    seconds = time.perf_counter() - start
+    report = (out / "report.md").read_text()
+    results = json.loads((out / "results.json").read_text())
+    for method in ("grpo", "dapo", "dipo"):
+        assert f"| {method} |" in report
+    assert {r["method"] for r in results["runs"]} == {"grpo", "dapo", "dipo"}
+    for run in results["runs"]:
+        assert len(run["history"]) == results["config"]["steps"]
+        assert 0.0 <= run["final"]["mean_at_k"] <= 1.0
+        assert run["evals"][0]["step"] == 0.0
+    dipo_run = next(r for r in results["runs"] if r["method"] == "dipo")
+    assert any("dipo/frac_easy" in row for row in dipo_run["history"])
+    for name in ("accuracy.png", "entropy.png", "groups.png"):
+        assert (out / "plots" / name).stat().st_size > 1000
+    assert "![" in report
+    print(f"quick demo: {seconds:.1f} s")
+
+    # The warm start of the quick demo is mixed: easy levels are answered better than hard ones.
+    held = results["warmstart"]["heldout"]["greedy_by_level"]
+    assert held["1"] > held["5"]
+    assert held["1"] >= 0.3
+    assert held["5"] <= 0.2
