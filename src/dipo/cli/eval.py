@@ -1,0 +1,174 @@
+"""``dipo eval``: k samples per problem on math benchmarks (mean@k, maj@k, pass@k) or BFCL categories (accuracy).
+
+Examples::
+
+    dipo eval --model smollm2-135m-instruct --task math --benchmarks math500,gsm8k --limit 32 -k 8
+    dipo eval --model ./my-checkpoint --task toolcall --benchmarks simple,multiple,parallel,parallel_multiple
+    dipo eval --model Qwen/Qwen3-8B --task math --dataset aime24.jsonl --prompt-field problem --answer-field answer
+
+Writes ``results.json``, ``results.md`` and ``samples.jsonl`` (every completion with its verdict) to
+``--output-dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+logger = logging.getLogger("dipo.eval")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="model folder, Hub id, or 'smollm2-135m-instruct' (offline)")
+    parser.add_argument("--task", choices=["math", "toolcall"], default="math")
+    parser.add_argument(
+        "--benchmarks",
+        default=None,
+        help="comma list; math: gsm8k, math500, math_train, math_test (default math500,gsm8k); toolcall: BFCL "
+        "categories (default simple,multiple,parallel,parallel_multiple,irrelevance)",
+    )
+    parser.add_argument("--dataset", action="append", default=[], help="extra dataset file/folder/Hub id (repeatable)")
+    parser.add_argument("--split", default="test", help="split of --dataset Hub ids / folders")
+    parser.add_argument("--config-name", default=None, help="config of --dataset Hub ids")
+    parser.add_argument("--prompt-field", default="prompt", help="dotted field of --dataset rows holding the prompt")
+    parser.add_argument("--answer-field", default="answer", help="dotted field holding the gold answer / calls")
+    parser.add_argument("--tools-field", default="tools", help="toolcall: field holding the tool schemas (JSON)")
+    parser.add_argument("--id-field", default=None)
+    parser.add_argument("--skip-broken-rows", action="store_true", help="count and log broken rows instead of failing")
+    parser.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark")
+    parser.add_argument("--offset", type=int, default=0, help="skip the first N problems (to shard an evaluation)")
+    parser.add_argument("-k", "--num-samples", type=int, default=None, help="samples per problem (math 8, toolcall 1)")
+    parser.add_argument("--temperature", type=float, default=None, help="math 0.6; toolcall 0 (greedy)")
+    parser.add_argument("--top-p", type=float, default=0.95)
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="math 1024, toolcall 256")
+    parser.add_argument("--batch-size", type=int, default=4, help="prompts per generate call (x k sequences)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, ...")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--chat-template", choices=["auto", "yes", "no"], default="auto")
+    parser.add_argument("--instruction", default=None, help="math: instruction appended to plain problems")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--output-dir", default="eval_results")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="DIR",
+        help="combine the output folders of shards (--offset/--limit runs) into --output-dir; no generation",
+    )
+    parser.add_argument(
+        "--rescore", action="store_true", help="with --merge (math): judge the stored completions again"
+    )
+
+
+def _benchmarks(args: argparse.Namespace) -> dict:
+    from dipo.tasks.data import FieldMap
+
+    fields = FieldMap(prompt=args.prompt_field, answer=args.answer_field, id=args.id_field)
+    on_error = "skip" if args.skip_broken_rows else "raise"
+    if args.offset < 0:
+        raise ValueError(f"--offset must be >= 0, got {args.offset}")
+    limit = None if args.limit is None else args.offset + args.limit
+    out = {}
+    if args.task == "math":
+        from dipo.tasks.math import MATH_BENCHMARKS, MATH_INSTRUCTION, load_math_dataset
+
+        instruction = args.instruction or MATH_INSTRUCTION
+        names = args.benchmarks.split(",") if args.benchmarks else ([] if args.dataset else ["math500", "gsm8k"])
+        for name in filter(None, (n.strip() for n in names)):
+            if name not in MATH_BENCHMARKS:
+                raise ValueError(
+                    f"unknown math benchmark {name!r}; choose from {sorted(MATH_BENCHMARKS)} or --dataset"
+                )
+            out[name] = MATH_BENCHMARKS[name](limit, instruction)
+        for source in args.dataset:
+            out[Path(source).stem] = load_math_dataset(
+                source, fields, args.split, args.config_name, limit, instruction, on_error
+            )
+    else:
+        from dipo.tasks.toolcall import BFCL_EVAL_CATEGORIES, load_bfcl, load_toolcall_dataset
+
+        names = args.benchmarks.split(",") if args.benchmarks else ([] if args.dataset else list(BFCL_EVAL_CATEGORIES))
+        for name in filter(None, (n.strip() for n in names)):
+            out[name] = load_bfcl(name, limit)
+        for source in args.dataset:
+            out[Path(source).stem] = load_toolcall_dataset(
+                source, fields, args.tools_field, args.split, args.config_name, limit, on_error
+            )
+    if not out:
+        raise ValueError("nothing to evaluate: give --benchmarks or --dataset")
+    if args.offset:
+        out = {name: rows[args.offset :] for name, rows in out.items()}
+    return out
+
+
+def _write(results: dict, out_dir: Path, title: str, details: str) -> None:
+    from dipo.evaluation import markdown_table
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    table = markdown_table(results)
+    (out_dir / "results.md").write_text(f"# {title}\n\n{table}\n{details}\n")
+    print(table)
+    print(f"results written to {out_dir}/results.json, results.md")
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from dipo.evaluation.harness import merge_results
+
+    try:
+        results = merge_results([Path(d) for d in args.merge], rescore=args.rescore)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"dipo eval --merge: {err}", file=sys.stderr)
+        return 2
+    details = f"{results['hardware']}; sampling {json.dumps(results['sampling'])}; merged from {', '.join(args.merge)}"
+    details += " (completions re-judged with the current code)." if results["rescored"] else "."
+    _write(results, Path(args.output_dir), f"dipo eval: merged shards ({results['task']})", details)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from dipo.evaluation import SamplingConfig, load_model, run_benchmarks
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.merge:
+        return _merge(args)
+    if not args.model:
+        print("dipo eval: --model is required (a folder, a Hub id or 'smollm2-135m-instruct')", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    math_task = args.task == "math"
+    k = args.num_samples or (8 if math_task else 1)
+    temperature = args.temperature if args.temperature is not None else (0.6 if math_task else 0.0)
+    try:
+        sampling = SamplingConfig(
+            k=k,
+            max_new_tokens=args.max_new_tokens or (1024 if math_task else 256),
+            temperature=temperature,
+            top_p=args.top_p,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            chat_template={"auto": None, "yes": True, "no": False}[args.chat_template],
+        )
+        benchmarks = _benchmarks(args)
+    except ValueError as err:
+        print(f"dipo eval: {err}", file=sys.stderr)
+        return 2
+    out_dir = Path(args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    model, tokenizer = load_model(args.model, args.dtype, args.device)
+    results = run_benchmarks(model, tokenizer, benchmarks, args.task, sampling, out_dir / "samples.jsonl")
+    results.update(model=args.model, limit=args.limit, offset=args.offset, total_seconds=time.perf_counter() - start)
+    subset = f"problems {args.offset}..{args.offset + args.limit - 1}" if args.limit else f"from problem {args.offset}"
+    details = f"{results['hardware']}; sampling {json.dumps(results['sampling'])}; {subset} of each benchmark."
+    _write(results, out_dir, f"dipo eval: {args.model} ({args.task})", details)
+    print(f"samples written to {out_dir}/samples.jsonl")
+    return 0

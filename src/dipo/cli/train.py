@@ -1,0 +1,274 @@
+"""``dipo train``: one YAML/CLI config → model, task, method preset (grpo / dapo / dipo), rewards, DiPOTrainer.
+
+Options are TRL's (``TrlParser``): the fields of :class:`TaskArguments` (below), of ``dipo.DiPOConfig`` (every
+``trl.GRPOConfig`` option plus ``preset`` and the ``dipo_*`` options) and of ``trl.ModelConfig``, given on the
+command line (``--learning_rate 1e-6``) and/or in a YAML file (``--config recipe.yaml``; the command line wins).
+``dipo train --help-all`` lists them all. Examples::
+
+    dipo train --config recipes/math_qwen3_8b_dapo17k.yaml
+    dipo train --model_name_or_path smollm2-135m-instruct --task math --dataset math_train --preset dipo \\
+        --max_steps 1 --per_device_train_batch_size 2 --num_generations 2 --max_completion_length 32 \\
+        --output_dir runs/smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger("dipo.train")
+
+
+@dataclass
+class TaskArguments:
+    """What to train on and how it is rewarded."""
+
+    task: str = field(default="math", metadata={"help": "'math' or 'toolcall'."})
+    dataset: str = field(
+        default="math_train",
+        metadata={
+            "help": "Built-in: math_train (MATH minus MATH-500, 4,500), gsm8k, math500, math_test; bfcl_train (BFCL "
+            "live_* categories) or bfcl:<category>. Otherwise a .jsonl/.json/.parquet file, a folder or a Hub id "
+            "(e.g. BytedTsinghua-SIA/DAPO-Math-17k with --answer_field reward_model.ground_truth)."
+        },
+    )
+    dataset_split: str = field(default="train", metadata={"help": "Split of a Hub dataset or folder."})
+    dataset_config: str | None = field(default=None, metadata={"help": "Config name of a Hub dataset."})
+    prompt_field: str = field(default="prompt", metadata={"help": "Dotted field holding the prompt (text/messages)."})
+    answer_field: str = field(
+        default="answer", metadata={"help": "Dotted field holding the gold answer (math) or gold calls (toolcall)."}
+    )
+    tools_field: str = field(default="tools", metadata={"help": "toolcall: field holding the tool schemas (JSON)."})
+    id_field: str | None = field(default=None, metadata={"help": "Optional field holding a row id."})
+    dataset_limit: int | None = field(default=None, metadata={"help": "Use only the first N rows."})
+    skip_broken_rows: bool = field(
+        default=False,
+        metadata={"help": "Count, log and skip rows with a missing/unparseable answer instead of failing."},
+    )
+    max_skip_fraction: float = field(
+        default=0.05, metadata={"help": "With skip_broken_rows: fail if more than this fraction of rows is broken."}
+    )
+    instruction: str | None = field(
+        default=None,
+        metadata={"help": "math: instruction appended to plain-text problems (default: put the answer in \\boxed{})."},
+    )
+    reward: str = field(
+        default="auto",
+        metadata={
+            "help": "math: 'accuracy' (math-verify, binary). toolcall: 'bfcl' (BFCL AST checker, binary) or "
+            "'toolrl' (graded format + name + parameter + value matching in [0, 1]; needs dipo_reward_mode=graded "
+            "when DiPO is on). 'auto': accuracy / bfcl."
+        },
+    )
+    format_reward_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "math: weight of an extra \\boxed{} format reward (0 = off). Makes the reward graded, so DiPO "
+            "needs dipo_reward_mode=graded."
+        },
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--config`` is declared here; every other option is handed to ``TrlParser`` in :func:`run` (TRL is only
+    imported when ``dipo train`` runs, so ``dipo --help`` stays fast)."""
+    parser.description = (
+        "Train with GRPO / DAPO / DiPO on a real task. Options are TRL's (TrlParser): TaskArguments, dipo.DiPOConfig "
+        "and trl.ModelConfig fields, e.g. --model_name_or_path, --task, --dataset, --preset, --learning_rate, in YAML "
+        "(--config) and/or on the command line (which wins)."
+    )
+    parser.epilog = "Run `dipo train --help-all` for every option (TaskArguments, DiPOConfig, ModelConfig)."
+    parser.add_argument("--config", default=None, help="YAML file of options (TRL format); CLI options override it")
+    parser.set_defaults(trl_args=[])
+    original = parser.parse_known_args
+
+    def parse_known_args(args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        namespace, extras = original(args, namespace)
+        namespace.trl_args = [*getattr(namespace, "trl_args", []), *extras]
+        return namespace, []
+
+    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
+
+
+def build_parser() -> Any:
+    from trl import ModelConfig, TrlParser
+
+    from dipo import DiPOConfig
+
+    return TrlParser((TaskArguments, DiPOConfig, ModelConfig), prog="dipo train")
+
+
+def _given(argv: list[str], name: str) -> bool:
+    """True if option ``name`` is set on the command line or in the ``--config`` YAML."""
+    if any(a == f"--{name}" or a.startswith(f"--{name}=") for a in argv):
+        return True
+    if "--config" in argv and argv.index("--config") + 1 < len(argv):
+        import yaml
+
+        with open(argv[argv.index("--config") + 1], encoding="utf-8") as handle:
+            return name in (yaml.safe_load(handle) or {})
+    return False
+
+
+def parse(argv: list[str]) -> tuple[TaskArguments, Any, Any]:
+    """``(task_args, DiPOConfig, ModelConfig)`` from command-line tokens (``--config`` YAML included).
+
+    Without a GPU, ``bf16`` defaults to false (TRL turns it on by default and then refuses to run on a CPU).
+    """
+    import torch
+
+    argv = list(argv)
+    if not torch.cuda.is_available() and not _given(argv, "bf16"):
+        argv += ["--bf16", "false"]
+    task_args, training_args, model_args = build_parser().parse_args_and_config(args=argv)
+    return task_args, training_args, model_args
+
+
+def load_task_rows(task_args: TaskArguments) -> list[Any]:
+    """Rows of the configured dataset (built-in or user-provided)."""
+    from dipo.tasks.data import FieldMap
+
+    fields = FieldMap(prompt=task_args.prompt_field, answer=task_args.answer_field, id=task_args.id_field)
+    on_error = "skip" if task_args.skip_broken_rows else "raise"
+    limit = task_args.dataset_limit
+    if task_args.task == "math":
+        from dipo.tasks.math import MATH_BENCHMARKS, MATH_INSTRUCTION, load_math_dataset
+
+        instruction = task_args.instruction or MATH_INSTRUCTION
+        if task_args.dataset in MATH_BENCHMARKS:
+            return MATH_BENCHMARKS[task_args.dataset](limit, instruction)
+        return load_math_dataset(
+            task_args.dataset,
+            fields,
+            task_args.dataset_split,
+            task_args.dataset_config,
+            limit,
+            instruction,
+            on_error,
+            task_args.max_skip_fraction,
+        )
+    if task_args.task == "toolcall":
+        from dipo.tasks.toolcall import BFCL_TRAIN_CATEGORIES, load_bfcl, load_toolcall_dataset
+
+        if task_args.dataset == "bfcl_train":
+            rows = [row for category in BFCL_TRAIN_CATEGORIES for row in load_bfcl(category)]
+            return rows[:limit] if limit else rows
+        if task_args.dataset.startswith("bfcl:"):
+            return load_bfcl(task_args.dataset.split(":", 1)[1], limit)
+        return load_toolcall_dataset(
+            task_args.dataset,
+            fields,
+            task_args.tools_field,
+            task_args.dataset_split,
+            task_args.dataset_config,
+            limit,
+            on_error,
+            task_args.max_skip_fraction,
+        )
+    raise ValueError(f"unknown task {task_args.task!r}; use 'math' or 'toolcall'")
+
+
+def build_rewards(task_args: TaskArguments, training_args: Any) -> tuple[list[Any], list[float]]:
+    """Reward functions and weights; rejects a graded reward with DiPO's binary mode (spec §6)."""
+    reward = task_args.reward
+    graded = False
+    if task_args.task == "math":
+        from dipo.tasks.math import MathAccuracyReward, MathFormatReward
+
+        if reward not in ("auto", "accuracy"):
+            raise ValueError(f"math reward must be 'accuracy' (or 'auto'), got {reward!r}")
+        funcs: list[Any] = [MathAccuracyReward(answer_field="answer")]
+        weights = [1.0]
+        if task_args.format_reward_weight:
+            funcs.append(MathFormatReward())
+            weights.append(task_args.format_reward_weight)
+            graded = True
+    else:
+        from dipo.tasks.toolcall import BFCLAccuracyReward, ToolRLReward
+
+        if reward in ("auto", "bfcl"):
+            funcs, weights = [BFCLAccuracyReward(answer_field="answer")], [1.0]
+        elif reward == "toolrl":
+            funcs, weights, graded = [ToolRLReward(answer_field="answer")], [1.0], True
+        else:
+            raise ValueError(f"toolcall reward must be 'bfcl' or 'toolrl', got {reward!r}")
+    dipo_on = (training_args.dipo_alpha or 0) > 0 or bool(training_args.dipo_log_diagnostics)
+    if graded and dipo_on and training_args.dipo_reward_mode != "graded":
+        raise ValueError(
+            "the configured reward is graded (not 0/1) but dipo_reward_mode='binary'; set --dipo_reward_mode graded "
+            "(and --dipo_correct_threshold, e.g. 1.0 for the ToolRL reward: only exact calls count as correct)"
+        )
+    return funcs, weights
+
+
+def run(args: argparse.Namespace) -> int:
+    argv = list(args.trl_args)
+    if "--help-all" in argv:
+        build_parser().print_help()
+        return 0
+    if args.config:
+        argv = ["--config", args.config, *argv]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        task_args, training_args, model_args = parse(argv)
+        if not model_args.model_name_or_path:
+            raise ValueError("no model: set model_name_or_path (a folder, a Hub id or 'smollm2-135m-instruct')")
+        rows = load_task_rows(task_args)
+        if not rows:
+            raise ValueError(f"dataset {task_args.dataset!r} gave no rows")
+        reward_funcs, reward_weights = build_rewards(task_args, training_args)
+    except ValueError as err:
+        print(f"dipo train: {err}", file=sys.stderr)
+        return 2
+    if training_args.reward_weights is None:
+        training_args.reward_weights = reward_weights
+    trainer = build_trainer(task_args, training_args, model_args, rows, reward_funcs)
+    logger.info(
+        "training %s on %d rows of %s (task %s, preset %s)",
+        model_args.model_name_or_path,
+        len(rows),
+        task_args.dataset,
+        task_args.task,
+        training_args.preset,
+    )
+    trainer.train()
+    trainer.save_model(training_args.output_dir)
+    trainer.save_state()  # trainer_state.json with the logged rewards and dipo/* diagnostics
+    logger.info("saved to %s", training_args.output_dir)
+    return 0
+
+
+def build_trainer(task_args: TaskArguments, training_args: Any, model_args: Any, rows: list[Any], reward_funcs: Any):
+    """Load the model and tokenizer, turn the rows into a ``datasets.Dataset`` and build the ``DiPOTrainer``."""
+    import datasets
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from dipo import DiPOTrainer
+    from dipo.tasks.assets import resolve_model
+
+    path = resolve_model(model_args.model_name_or_path)
+    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, revision=model_args.model_revision, dtype=dtype, attn_implementation=model_args.attn_implementation
+    )
+    tokenizer = AutoTokenizer.from_pretrained(path, revision=model_args.model_revision)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    peft_config = None
+    if model_args.use_peft:
+        from trl import get_peft_config
+
+        peft_config = get_peft_config(model_args)
+    dataset = datasets.Dataset.from_list([row.to_dict() for row in rows])
+    return DiPOTrainer(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=training_args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )

@@ -1,0 +1,139 @@
+"""Batched sampling of k completions per prompt with a transformers model (any local folder or Hub id)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SamplingConfig:
+    """How completions are sampled. ``temperature=0`` means greedy decoding (then k must be 1)."""
+
+    k: int = 8
+    max_new_tokens: int = 512
+    temperature: float = 0.6
+    top_p: float = 0.95
+    batch_size: int = 4  # prompts per generate call; each call produces batch_size * k sequences
+    seed: int = 0
+    chat_template: bool | None = None  # None: use the tokenizer's chat template if it has one
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.temperature == 0 and self.k > 1:
+            raise ValueError("greedy decoding (temperature=0) gives k identical samples; use k=1 or temperature > 0")
+        if self.max_new_tokens < 1 or self.batch_size < 1:
+            raise ValueError("max_new_tokens and batch_size must be >= 1")
+
+
+@dataclass
+class Generations:
+    """``texts[i][j]``: sample j of prompt i; ``num_tokens`` / ``truncated`` likewise; ``seconds``: wall time."""
+
+    texts: list[list[str]]
+    num_tokens: list[list[int]]
+    truncated: list[list[bool]]
+    seconds: float
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def load_model(model: str, dtype: str = "auto", device: str | None = None) -> tuple[Any, Any]:
+    """Model and tokenizer from a local folder or Hub id (``smollm2-135m-instruct``: the converted offline asset).
+
+    ``dtype="auto"``: float32 on CPU, bfloat16 on GPU. The tokenizer pads on the left for batched generation.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from dipo.tasks.assets import resolve_model
+
+    path = resolve_model(model)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if dtype == "auto":
+        torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    else:
+        torch_dtype = getattr(torch, dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device).eval()
+    return lm, tokenizer
+
+
+def render(prompt: Sequence[dict[str, str]] | str, tokenizer: Any, chat_template: bool | None = None) -> str:
+    """Prompt text: chat template (with the generation prompt) if available/asked, else the plain contents."""
+    if isinstance(prompt, str):
+        return prompt
+    use_template = bool(getattr(tokenizer, "chat_template", None)) if chat_template is None else chat_template
+    if use_template:
+        return tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
+    return "\n\n".join(m["content"] for m in prompt) + "\n\n"
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    ids = model.generation_config.eos_token_id
+    ids = list(ids) if isinstance(ids, (list, tuple)) else ([ids] if ids is not None else [])
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+@torch.inference_mode()
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Sequence[dict[str, str]] | str],
+    config: SamplingConfig,
+    progress: Callable[[int, int], None] | None = None,
+) -> Generations:
+    """Sample ``config.k`` completions for every prompt, ``config.batch_size`` prompts per ``generate`` call.
+
+    Prompts are processed in order of length (less padding) and results returned in input order. Each batch is
+    seeded with ``seed + batch index``, so a run is reproducible on the same hardware and batch size.
+    """
+    texts = [render(p, tokenizer, config.chat_template) for p in prompts]
+    # A chat template already writes the special tokens; plain-text prompts get the tokenizer's (e.g. BOS).
+    has_template = (
+        bool(getattr(tokenizer, "chat_template", None)) if config.chat_template is None else config.chat_template
+    )
+    add_special = not (has_template and all(not isinstance(p, str) for p in prompts))
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    eos_ids = _eos_ids(model, tokenizer)
+    out_text: list[list[str]] = [[] for _ in texts]
+    out_tokens: list[list[int]] = [[] for _ in texts]
+    out_trunc: list[list[bool]] = [[] for _ in texts]
+    device = next(model.parameters()).device
+    start = time.perf_counter()
+    sampling = config.temperature > 0
+    kwargs: dict[str, Any] = {"max_new_tokens": config.max_new_tokens, "do_sample": sampling, "eos_token_id": eos_ids}
+    kwargs["pad_token_id"] = tokenizer.pad_token_id
+    if sampling:
+        kwargs.update(temperature=config.temperature, top_p=config.top_p, top_k=0, num_return_sequences=config.k)
+    for batch_index, begin in enumerate(range(0, len(order), config.batch_size)):
+        idx = order[begin : begin + config.batch_size]
+        enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=add_special)
+        enc = {k: v.to(device) for k, v in enc.items()}
+        torch.manual_seed(config.seed + batch_index)
+        seqs = model.generate(**enc, **kwargs)
+        completions = seqs[:, enc["input_ids"].shape[1] :].cpu()
+        for row, ids in enumerate(completions):
+            target = idx[row // config.k] if sampling else idx[row]
+            ids_list = ids.tolist()
+            ended = [j for j, t in enumerate(ids_list) if t in eos_ids]
+            length = ended[0] + 1 if ended else len(ids_list)
+            out_text[target].append(tokenizer.decode(ids_list[:length], skip_special_tokens=True))
+            out_tokens[target].append(length)
+            out_trunc[target].append(not ended)
+        if progress:
+            progress(min(begin + config.batch_size, len(order)), len(order))
+    return Generations(out_text, out_tokens, out_trunc, time.perf_counter() - start)

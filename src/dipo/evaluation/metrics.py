@@ -1,0 +1,74 @@
+"""Sampling metrics: mean@k, maj@k and the unbiased pass@k estimator.
+
+For a problem with n samples of which c are correct:
+
+* mean@k (the paper's "ACC/mean@8", spec §9): c / n with n = k samples — the expected single-sample accuracy.
+* pass@k: probability that at least one of k samples drawn without replacement from the n is correct,
+  1 − C(n−c, k) / C(n, k) (Chen et al. 2021, "Evaluating Large Language Models Trained on Code", Eq. 1).
+* maj@k: correctness of the most frequent final answer among the samples (majority vote; samples without an
+  answer do not vote; ties go to the answer seen first).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Hashable, Sequence
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k estimate for one problem with ``n`` samples, ``c`` of them correct (Chen et al. 2021)."""
+    if not (0 <= c <= n) or n < 1:
+        raise ValueError(f"need 0 <= c <= n and n >= 1, got n={n}, c={c}")
+    if not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 1 <= k <= n, got k={k}, n={n}")
+    if n - c < k:
+        return 1.0
+    # 1 - prod_{i=n-c+1}^{n} (1 - k/i): numerically stable form of 1 - C(n-c, k)/C(n, k)
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def mean_at_k(correct: Sequence[bool]) -> float:
+    """Fraction of correct samples of one problem."""
+    if not correct:
+        raise ValueError("mean@k of a problem with no samples")
+    return sum(bool(c) for c in correct) / len(correct)
+
+
+def majority_vote(answers: Sequence[Hashable | None]) -> int | None:
+    """Index of the first sample carrying the most frequent non-None answer, or None if no sample has one."""
+    counts = Counter(a for a in answers if a is not None)
+    if not counts:
+        return None
+    top = max(counts.values())
+    return next(i for i, a in enumerate(answers) if a is not None and counts[a] == top)
+
+
+def maj_at_k(answers: Sequence[Hashable | None], correct: Sequence[bool]) -> float:
+    """1.0 if the majority answer is correct, else 0.0 (0.0 when no sample produced an answer)."""
+    if len(answers) != len(correct):
+        raise ValueError(f"{len(answers)} answers but {len(correct)} correctness flags")
+    winner = majority_vote(answers)
+    return float(bool(correct[winner])) if winner is not None else 0.0
+
+
+def aggregate(
+    per_problem: Sequence[Sequence[bool]],
+    answers: Sequence[Sequence[Hashable | None]] | None = None,
+    ks: Sequence[int] = (1,),
+) -> dict[str, float]:
+    """Benchmark-level metrics in percent: ``mean@n``, ``pass@k`` for each k in ``ks`` (k <= n) and ``maj@n`` when
+    ``answers`` are given. Every problem must have the same number of samples n."""
+    if not per_problem:
+        raise ValueError("no problems to aggregate")
+    n = len(per_problem[0])
+    if any(len(p) != n for p in per_problem):
+        raise ValueError("every problem needs the same number of samples")
+    out = {f"mean@{n}": 100.0 * sum(mean_at_k(p) for p in per_problem) / len(per_problem)}
+    for k in sorted(set(ks) | {n}):
+        if k <= n:
+            out[f"pass@{k}"] = 100.0 * sum(pass_at_k(n, sum(map(bool, p)), k) for p in per_problem) / len(per_problem)
+    if answers is not None:
+        maj = [maj_at_k(a, c) for a, c in zip(answers, per_problem, strict=True)]
+        out[f"maj@{n}"] = 100.0 * sum(maj) / len(maj)
+    return out
