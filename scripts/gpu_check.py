@@ -880,10 +880,9 @@ def render_markdown(data: dict[str, Any]) -> str:
 
 
 def write_plots(data: dict[str, Any], out: Path) -> list[str]:
-    import matplotlib
+    from dipo.reports.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     written = []
     fg = data.get("fastgen")
@@ -894,9 +893,7 @@ def write_plots(data: dict[str, Any], out: Path) -> list[str]:
         axes[0].set_title(f"rollout tokens/s ({fg['rollout_speedup']:.2f}×)")
         axes[1].bar(names, [fg["default"]["median_step_s"], fg["fast"]["median_step_s"]], color="tab:orange")
         axes[1].set_title(f"step time s ({fg['step_speedup']:.2f}×)")
-        fig.tight_layout()
-        fig.savefig(out / "fastgen.png", dpi=120)
-        plt.close(fig)
+        save_figure(fig, out / "fastgen.png", dpi=120)
         written.append("fastgen.png")
     ov = data.get("overhead")
     if ov and ov.get("rounds"):
@@ -912,9 +909,7 @@ def write_plots(data: dict[str, Any], out: Path) -> list[str]:
         ax.set_ylabel("step s")
         ax.set_title(f"DiPO / DAPO step time: {ov.get('ratio', math.nan):.3f}")
         ax.legend()
-        fig.tight_layout()
-        fig.savefig(out / "overhead.png", dpi=120)
-        plt.close(fig)
+        save_figure(fig, out / "overhead.png", dpi=120)
         written.append("overhead.png")
     le = data.get("learning")
     if le and le.get("runs"):
@@ -929,9 +924,7 @@ def write_plots(data: dict[str, Any], out: Path) -> list[str]:
             axes[1].scatter([i] * len(row["mean_at_k_per_seed"]), row["mean_at_k_per_seed"], color="k", s=10)
         axes[1].set_xticks(range(len(le.get("summary", {}))), list(le.get("summary", {})))
         axes[1].set_title(f"held-out mean@{le['sizes'].get('k')}")
-        fig.tight_layout()
-        fig.savefig(out / "learning.png", dpi=120)
-        plt.close(fig)
+        save_figure(fig, out / "learning.png", dpi=120)
         written.append("learning.png")
     return written
 

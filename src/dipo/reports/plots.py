@@ -10,19 +10,32 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 History = Sequence[Mapping[str, float]]
 
 
-def _plt():
+def pyplot() -> Any:
+    """matplotlib.pyplot on the non-interactive Agg backend (imported lazily: plotting is optional)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig: Any, path: Path | str, dpi: int | None = None) -> Path:
+    """Lay out, write (creating the folder) and close a matplotlib figure; returns the path."""
+    plt = pyplot()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
 
 
 def _finite(value: object) -> float:
@@ -71,7 +84,7 @@ def plot_metric(
     logy: bool = False,
 ) -> Path | None:
     """One line per label of metric ``key`` over steps; returns the file, or ``None`` if no run has the metric."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 3.4), dpi=90)
     drawn = False
     for label, histories in runs.items():
@@ -93,12 +106,7 @@ def plot_metric(
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_panels(
@@ -110,7 +118,7 @@ def plot_panels(
     smoothing: int = 1,
 ) -> Path | None:
     """One panel per metric in ``keys`` (e.g. the group fractions or quadrant fractions), one line per label."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(keys), figsize=(3.3 * len(keys), 3.1), dpi=90, sharey=True, squeeze=False)
     drawn = False
     for ax, key, name in zip(axes[0], keys, names or keys, strict=True):
@@ -127,12 +135,7 @@ def plot_panels(
         return None
     axes[0][0].legend(fontsize=7)
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_ppl_distributions(
@@ -150,7 +153,7 @@ def plot_ppl_distributions(
     panels = [(name, by_label) for name, by_label in samples.items() if any(by_label.values())]
     if not panels:
         return None
-    plt = _plt()
+    plt = pyplot()
     ncols = max(1, min(ncols, len(panels)))
     nrows = math.ceil(len(panels) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.5 * nrows), dpi=80, squeeze=False)
@@ -170,9 +173,4 @@ def plot_ppl_distributions(
         ax.set_xlabel("response PPL")
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
