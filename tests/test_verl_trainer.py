@@ -160,6 +160,16 @@ def test_compute_advantage_logs_dipo_metrics(recipe_config, monkeypatch):
     assert second["dipo/queue_size"] == 2 * batch.rewards.numel()
 
 
+def checkpoint_config(recipe_config, tmp_path):
+    """The recipe with binary rewards and checkpoints under ``tmp_path/ckpt``."""
+    return config_with(
+        recipe_config,
+        trainer__default_local_dir=str(tmp_path / "ckpt"),
+        algorithm__dipo__reward_mode="binary",
+        algorithm__dipo__correct_threshold=0.5,
+    )
+
+
 def fill_queue(config, seeds=(0, 1)):
     state = get_estimator_state(config.algorithm)
     for seed in seeds:
@@ -169,12 +179,7 @@ def fill_queue(config, seeds=(0, 1)):
 
 
 def test_queue_is_saved_and_restored_with_verl_checkpoints(recipe_config, tmp_path):
-    config = config_with(
-        recipe_config,
-        trainer__default_local_dir=str(tmp_path / "ckpt"),
-        algorithm__dipo__reward_mode="binary",
-        algorithm__dipo__correct_threshold=0.5,
-    )
+    config = checkpoint_config(recipe_config, tmp_path)
     trainer = make_trainer(config)
     state = fill_queue(config)
     trainer.global_steps = 2
@@ -203,12 +208,7 @@ def test_queue_is_saved_and_restored_with_verl_checkpoints(recipe_config, tmp_pa
 
 
 def test_resume_path_and_missing_state(recipe_config, tmp_path, caplog):
-    config = config_with(
-        recipe_config,
-        trainer__default_local_dir=str(tmp_path / "ckpt"),
-        algorithm__dipo__reward_mode="binary",
-        algorithm__dipo__correct_threshold=0.5,
-    )
+    config = checkpoint_config(recipe_config, tmp_path)
     trainer = make_trainer(config)
     state = fill_queue(config, seeds=(3,))
     trainer.global_steps = 7
