@@ -152,3 +152,39 @@ def test_bad_input_raises_clear_errors(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         reallocate(**args)
+
+
+# --- selection="random" control (same groups as the max-PPL rule, a uniformly random valid response moves) ---------
+def test_random_selection_hand_case_moves_the_drawn_response_of_the_same_groups():
+    # Groups: hard in EiS (reallocated), normal (untouched), easy in ErS (reallocated); row 9 has no valid PPL.
+    rewards = t(0, 0, 0, 0, 1, 0, 1, 0, 1, 1, 1, 1)
+    log_ppl = t(0.1, 0.5, 0.3, 0.2, 3.0, 0.1, 0.2, 0.3, 0.1, math.nan, 1.7, 0.3)
+    gen = torch.Generator().manual_seed(0)
+    noise = torch.rand((3, G), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    noise[2, 1] = -1.0  # the invalid row is never drawn
+    expected = noise.argmax(1).tolist()
+    out = reallocate_detailed(rewards, log_ppl, G, TAU, selection="random", generator=gen)
+    assert out.hard.tolist() == [True, False, False] and out.easy.tolist() == [False, False, True]
+    assert out.selected.tolist() == expected
+    want = rewards.clone().view(3, G)
+    want[0, expected[0]] = 1.0
+    want[2, expected[2]] = 0.0
+    assert out.rewards.tolist() == want.view(-1).tolist()
+    assert out.mask.tolist() == [True] * 4 + [False] * 4 + [True] * 4
+
+
+def test_random_selection_is_uniform_over_valid_rows_and_never_picks_invalid_ones():
+    log_ppl = t(*([0.1, math.nan, 0.3, 0.2] * 2000))
+    picks = reallocate_detailed(
+        torch.zeros(8000), log_ppl, G, TAU, selection="random", generator=torch.Generator().manual_seed(1)
+    ).selected
+    counts = torch.bincount(picks, minlength=G).tolist()
+    assert counts[1] == 0
+    assert all(abs(c - 2000 / 3) < 100 for c in (counts[0], counts[2], counts[3]))  # ±~4.7 sd of a binomial
+
+
+def test_max_ppl_selection_is_the_default_and_random_is_validated():
+    out = reallocate_detailed(t(0, 0, 0, 0), t(0.1, 0.5, 0.3, 0.2), G, TAU)
+    assert out.selected.tolist() == [1]
+    with pytest.raises(ValueError, match="selection"):
+        reallocate_detailed(t(0, 0, 0, 0), t(0.1, 0.5, 0.3, 0.2), G, TAU, selection="maxppl")

@@ -173,3 +173,22 @@ def test_edge_threshold_is_logged_as_nan_with_its_side():
     m = out.metrics()
     assert math.isnan(m["threshold_ppl"]) and m["threshold_at_edge"] == 1.0
     assert all(not math.isinf(v) for v in m.values())
+
+
+def test_random_selection_is_seeded_reproducible_and_restored_from_state():
+    torch.manual_seed(0)
+    batches = [(torch.randint(0, 2, (64,)).float(), torch.rand(64)) for _ in range(6)]
+    batches = [(torch.zeros(64) if i % 2 else r, s) for i, (r, s) in enumerate(batches)]  # hard groups to act on
+
+    def run(dipo, items):
+        return [dipo.step(r, s, group_size=8).selected.tolist() for r, s in items]
+
+    cfg = DiPOCoreConfig(selection="random", selection_seed=3, judgment=False)
+    full = run(DiPO(cfg), batches)
+    assert full == run(DiPO(cfg), batches)  # same seed, same draws
+    assert full != run(DiPO(DiPOCoreConfig(selection="random", selection_seed=4, judgment=False)), batches)
+    first = DiPO(cfg)
+    head = run(first, batches[:3])
+    resumed = DiPO(cfg)
+    resumed.load_state_dict(first.state_dict())
+    assert head + run(resumed, batches[3:]) == full

@@ -82,6 +82,7 @@ def test_num_generations_below_two_is_rejected(tmp_path):
     ("kwargs", "match"),
     [
         ({"dipo_membership": "some"}, "membership"),
+        ({"dipo_selection": "min_ppl"}, "selection"),
         ({"dipo_reward_mode": "soft"}, "reward_mode"),
         ({"dipo_alpha": -0.1}, "alpha"),
         ({"dipo_queue_batches": 0}, "queue_batches"),
@@ -103,6 +104,9 @@ def test_core_config_mapping(tmp_path):
     assert core.scale_rewards == "none" and core.std == "unbiased" and core.std_eps == 1e-4
     assert core.membership == "mean" and core.judgment_confidence is None and core.alpha == 0.1
     assert make(tmp_path, scale_rewards="batch").dipo_core_config().scale_rewards == "batch"
+    assert core.selection == "max_ppl"
+    control = make(tmp_path, dipo_selection="random", seed=7).dipo_core_config()
+    assert control.selection == "random" and control.selection_seed == 7
 
 
 def test_from_grpo_config_keeps_trl_values(tmp_path):

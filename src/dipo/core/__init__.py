@@ -12,7 +12,7 @@ Spec sections refer to ``docs/algorithm.md`` (the project's DiPO spec):
 
 from dipo.core.advantages import fold_advantages, group_advantages, realloc_scale
 from dipo.core.baselines import perplexity_bonus
-from dipo.core.brr import Reallocation, in_space, reallocate, reallocate_detailed, select_max_ppl
+from dipo.core.brr import Reallocation, in_space, reallocate, reallocate_detailed, select_max_ppl, select_random
 from dipo.core.config import DiPOCoreConfig
 from dipo.core.dipo import DiPO, DiPOStepOutput
 from dipo.core.groups import GroupType, classify_groups, correctness, zero_variance_groups
@@ -44,6 +44,7 @@ __all__ = [
     "reallocate",
     "reallocate_detailed",
     "select_max_ppl",
+    "select_random",
     "sequence_log_ppl",
     "threshold_error",
     "wilson_interval",

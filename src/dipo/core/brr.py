@@ -22,6 +22,7 @@ from dipo.core.groups import GroupType, classify_groups
 
 MEMBERSHIPS = ("selected", "all", "mean")
 REWARD_MODES = ("binary", "graded")
+SELECTIONS = ("max_ppl", "random")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,21 @@ def select_max_ppl(log_ppl: Tensor, group_size: int) -> Tensor:
     has_valid = ~torch.isnan(s)
     masked = torch.where(has_valid, s, torch.full_like(s, -torch.inf))
     idx = masked.argmax(dim=1)  # torch.argmax returns the first maximal index
+    return torch.where(has_valid.any(1), idx, torch.full_like(idx, -1))
+
+
+def select_random(log_ppl: Tensor, group_size: int, generator: torch.Generator | None = None) -> Tensor:
+    """Control for spec §6 [choice: selection="random"]: a uniformly random valid response of each group (-1 if none).
+
+    Used to test whether choosing the *maximum-PPL* response matters: the same groups are reallocated, but the reward
+    of a random response moves instead. Draws come from ``generator`` (CPU), so the choice is reproducible and equal
+    on every process that shares the generator state.
+    """
+    s = log_ppl.view(-1, group_size)
+    has_valid = ~torch.isnan(s)
+    noise = torch.rand(s.shape, generator=generator, dtype=torch.float64).to(s.device)
+    noise = torch.where(has_valid, noise, torch.full_like(noise, -1.0))
+    idx = noise.argmax(dim=1)
     return torch.where(has_valid.any(1), idx, torch.full_like(idx, -1))
 
 
@@ -89,14 +105,22 @@ def reallocate_detailed(
     reallocate_easy: bool = True,
     valid: Tensor | None = None,
     zero_variance_tol: float = 1e-6,
+    selection: str = "max_ppl",
+    generator: torch.Generator | None = None,
 ) -> Reallocation:
-    """Spec §6 BRR with every decision returned; see :func:`reallocate` for the rule."""
+    """Spec §6 BRR with every decision returned; see :func:`reallocate` for the rule.
+
+    ``selection="random"`` (control) keeps every group decision of the rule (which groups are reallocated, decided on
+    the maximum-PPL response) but moves the reward of a uniformly random valid response of the group instead
+    (:func:`select_random`, drawn from ``generator``); ``selected`` then holds that random index.
+    """
     check_1d("rewards", rewards)
     check_1d("log_ppl", log_ppl)
     check_same_shape("rewards", rewards, "log_ppl", log_ppl)
     check_group_size(rewards.numel(), group_size)
     check_choice("membership", membership, MEMBERSHIPS)
     check_choice("reward_mode", reward_mode, REWARD_MODES)
+    check_choice("selection", selection, SELECTIONS)
     check_log_ppl(log_ppl)
     valid = valid_mask(rewards.numel(), valid, rewards.device)
     check_finite_rewards(rewards, valid)
@@ -113,6 +137,8 @@ def reallocate_detailed(
         easy = (group_types == GroupType.EASY) & in_space(log_ppl, selected, group_size, threshold, membership, False)
         hard = hard & reallocate_hard
         easy = easy & reallocate_easy
+    if selection == "random":
+        selected = select_random(log_ppl, group_size, generator)
 
     delta = _reallocation_delta(rewards, valid, reward_mode, graded_delta)
     r = torch.where(valid, rewards, torch.zeros_like(rewards)).view(-1, group_size).clone()
@@ -166,7 +192,8 @@ def reallocate(
         threshold: τ* on the log-PPL scale (NaN: no reallocation).
         membership: "selected" (default) | "all" | "mean", see :func:`in_space`.
         **options: ``reward_mode``, ``correct_threshold``, ``graded_delta``, ``reallocate_hard``,
-            ``reallocate_easy``, ``valid``, ``zero_variance_tol`` (see :func:`reallocate_detailed`).
+            ``reallocate_easy``, ``valid``, ``zero_variance_tol``, ``selection``, ``generator`` (see
+            :func:`reallocate_detailed`).
 
     Returns:
         ``(realloc_rewards [N], realloc_mask [N] bool)``.

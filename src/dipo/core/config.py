@@ -8,7 +8,7 @@ from typing import Any
 
 from dipo.core._checks import check_choice
 from dipo.core.advantages import REALLOC_NORMALIZERS, SCALE_REWARDS, STD_KINDS
-from dipo.core.brr import MEMBERSHIPS, REWARD_MODES
+from dipo.core.brr import MEMBERSHIPS, REWARD_MODES, SELECTIONS
 
 
 @dataclass
@@ -24,6 +24,9 @@ class DiPOCoreConfig:
         membership: when an extreme group "lies in" a space (spec §6 [choice]): "selected" | "all" | "mean".
         reallocate_hard: apply the maximum-PPL reward to hard groups (ablation switch).
         reallocate_easy: apply the maximum-PPL penalty to easy groups (ablation switch).
+        selection: whose reward BRR moves in a reallocated group: "max_ppl" (the paper, spec §6) or "random" (control:
+            same groups, a uniformly random valid response — does the maximum-PPL choice matter?).
+        selection_seed: seed of the generator behind ``selection="random"`` (saved and restored with the state).
         reward_mode: "binary" (rewards must be 0/1) or "graded" (any finite rewards, spec §6 graded rule).
         correct_threshold: a reward >= this counts as correct (graded mode; 0.5 suits binary rewards too).
         graded_delta: graded mode, how far BRR moves the selected reward; None = the batch's reward range.
@@ -41,6 +44,8 @@ class DiPOCoreConfig:
     membership: str = "selected"
     reallocate_hard: bool = True
     reallocate_easy: bool = True
+    selection: str = "max_ppl"
+    selection_seed: int = 0
     reward_mode: str = "binary"
     correct_threshold: float = 0.5
     graded_delta: float | None = None
@@ -61,6 +66,9 @@ class DiPOCoreConfig:
             )
         check_choice("membership", self.membership, MEMBERSHIPS)
         check_choice("reward_mode", self.reward_mode, REWARD_MODES)
+        check_choice("selection", self.selection, SELECTIONS)
+        if isinstance(self.selection_seed, bool) or not isinstance(self.selection_seed, int):
+            raise ValueError(f"selection_seed must be an int, got {self.selection_seed!r}.")
         check_choice("scale_rewards", self.scale_rewards, SCALE_REWARDS)
         check_choice("std", self.std, STD_KINDS)
         check_choice("realloc_normalizer", self.realloc_normalizer, REALLOC_NORMALIZERS)

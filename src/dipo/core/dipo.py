@@ -110,6 +110,8 @@ class DiPO:
     def __init__(self, config: DiPOCoreConfig | None = None) -> None:
         self.config = config or DiPOCoreConfig()
         self.queue = PPLQueue(self.config.queue_batches)
+        # Draws of the selection="random" control: a CPU generator, identical on every process, saved with the state.
+        self.generator = torch.Generator().manual_seed(self.config.selection_seed)
 
     def step(
         self,
@@ -170,6 +172,8 @@ class DiPO:
             reallocate_easy=cfg.reallocate_easy,
             valid=valid,
             zero_variance_tol=cfg.zero_variance_tol,
+            selection=cfg.selection,
+            generator=self.generator,
         )
 
         # §7 advantages of R and R_r, folded as A + α·scale·A^r.
@@ -204,12 +208,18 @@ class DiPO:
 
     def state_dict(self) -> dict[str, Any]:
         """Algorithm state to save with checkpoints (the PPL queue) and the config it was built with."""
-        return {"queue": self.queue.state_dict(), "config": self.config.to_dict()}
+        return {
+            "queue": self.queue.state_dict(),
+            "config": self.config.to_dict(),
+            "generator": self.generator.get_state(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "queue" not in state:
             raise ValueError("DiPO state is missing 'queue'; pass what DiPO.state_dict() returned.")
         self.queue.load_state_dict(state["queue"])
+        if "generator" in state:  # absent in states saved before the selection option existed
+            self.generator.set_state(state["generator"])
 
 
 __all__ = ["DiPO", "DiPOStepOutput", "classify_groups"]

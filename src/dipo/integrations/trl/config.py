@@ -40,6 +40,8 @@ class DiPOConfig(GRPOConfig):
         dipo_membership (`str`, "selected"): when an extreme group lies in a space, "selected" | "all" | "mean"
             (spec §6).
         dipo_reallocate_hard / dipo_reallocate_easy (`bool`, True): BRR ablation switches (spec §6).
+        dipo_selection (`str`, "max_ppl"): whose reward BRR moves: the maximum-PPL response (the paper) or, as a
+            control, a uniformly random valid response of the same groups ("random", seeded by `seed`).
         dipo_reward_mode (`str`, "binary"): "binary" (0/1 verifier rewards) or "graded" (spec §6 graded rule).
         dipo_correct_threshold (`float`, 0.5): graded mode: a reward >= this counts as correct.
         dipo_graded_delta (`float` or `None`): graded mode: how far BRR moves the selected reward (None: reward range).
@@ -125,6 +127,13 @@ class DiPOConfig(GRPOConfig):
     dipo_reallocate_easy: bool = field(
         default=True,
         metadata={"help": "Give the maximum-PPL penalty in easy (all-right) groups lying in ErS (spec §6; ablation)."},
+    )
+    dipo_selection: str = field(
+        default="max_ppl",
+        metadata={
+            "help": "Whose reward BRR moves in a reallocated group: 'max_ppl' (the maximum-PPL response, spec §6) or "
+            "'random' (control: the same groups, a uniformly random valid response; seeded by `seed`)."
+        },
     )
     dipo_reward_mode: str = field(
         default="binary",
@@ -307,6 +316,8 @@ class DiPOConfig(GRPOConfig):
                 membership=self.dipo_membership,
                 reallocate_hard=self.dipo_reallocate_hard,
                 reallocate_easy=self.dipo_reallocate_easy,
+                selection=self.dipo_selection,
+                selection_seed=int(self.seed),
                 reward_mode=self.dipo_reward_mode,
                 correct_threshold=self.dipo_correct_threshold,
                 graded_delta=self.dipo_graded_delta,
