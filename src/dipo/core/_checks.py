@@ -81,6 +81,19 @@ def check_log_ppl(log_ppl: Tensor) -> None:
         )
 
 
+def float_rewards(rewards: Tensor, name: str = "rewards") -> Tensor:
+    """Rewards as a floating-point tensor: bool and integer rewards (0/1 verifiers) are converted to the default float
+    dtype; floating tensors are returned unchanged; anything else (complex) raises a ValueError naming the dtype."""
+    if torch.is_floating_point(rewards):
+        return rewards
+    if rewards.is_complex():
+        raise ValueError(
+            f"{name} must be a real tensor (float, int or bool; one verifier reward per response), got dtype "
+            f"{rewards.dtype}; pass real rewards, e.g. {name}.real.float()."
+        )
+    return rewards.to(torch.get_default_dtype())
+
+
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"unknown {name}={value!r}; choose one of {', '.join(repr(c) for c in choices)}.")

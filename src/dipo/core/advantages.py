@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dipo.core._checks import check_choice
+from dipo.core._checks import check_choice, float_rewards
 
 SCALE_REWARDS = ("group", "batch", "none")
 STD_KINDS = ("unbiased", "population")
@@ -37,6 +37,7 @@ def group_advantages(
     """
     check_choice("scale_rewards", scale_rewards, SCALE_REWARDS)
     check_choice("std", std, STD_KINDS)
+    rewards = float_rewards(rewards)
     if valid is None:
         valid = torch.ones_like(rewards, dtype=torch.bool)
     r = torch.where(valid, rewards, torch.zeros_like(rewards)).view(-1, group_size)

@@ -16,6 +16,7 @@ from dipo.core._checks import (
     check_group_size,
     check_log_ppl,
     check_same_shape,
+    float_rewards,
     valid_mask,
 )
 from dipo.core.groups import GroupType, classify_groups
@@ -78,7 +79,7 @@ def in_space(
     ``"selected"``: the maximum-PPL response lies in the space; ``"all"``: every valid response does;
     ``"mean"``: the group's mean log-PPL does. Groups without valid PPL are in no space.
     """
-    s = log_ppl.view(-1, group_size)
+    s = log_ppl.view(-1, group_size).double()  # compared in float64, as τ* is (see DiPO.step)
     ok = ~torch.isnan(s)
     side = (lambda x: x < threshold) if low else (lambda x: x > threshold)
     if membership == "selected":
@@ -122,6 +123,7 @@ def reallocate_detailed(
     check_choice("reward_mode", reward_mode, REWARD_MODES)
     check_choice("selection", selection, SELECTIONS)
     check_log_ppl(log_ppl)
+    rewards = float_rewards(rewards)
     valid = valid_mask(rewards.numel(), valid, rewards.device)
     check_finite_rewards(rewards, valid)
     if reward_mode == "binary":

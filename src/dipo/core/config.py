@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -56,11 +57,18 @@ class DiPOCoreConfig:
     realloc_normalizer: str = "shared"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.alpha, (int, float)) or not math.isfinite(self.alpha) or self.alpha < 0:
+        """Validate every field: types (bools must be ``bool``, numbers real and finite), ranges and choices."""
+        _check_bool("judgment", self.judgment)
+        _check_bool("reallocate_hard", self.reallocate_hard)
+        _check_bool("reallocate_easy", self.reallocate_easy)
+        if _finite_number("alpha", self.alpha) < 0:
             raise ValueError(f"alpha must be a finite number >= 0 (the paper uses 0.1), got {self.alpha!r}.")
         if isinstance(self.queue_batches, bool) or not isinstance(self.queue_batches, int) or self.queue_batches < 1:
             raise ValueError(f"queue_batches must be an int >= 1 (the paper uses 2), got {self.queue_batches!r}.")
-        if self.judgment_confidence is not None and not 0.0 < self.judgment_confidence < 1.0:
+        if (
+            self.judgment_confidence is not None
+            and not 0.0 < _finite_number("judgment_confidence", self.judgment_confidence) < 1.0
+        ):
             raise ValueError(
                 f"judgment_confidence must lie in (0, 1) or be None (point estimates), got {self.judgment_confidence}."
             )
@@ -72,12 +80,28 @@ class DiPOCoreConfig:
         check_choice("scale_rewards", self.scale_rewards, SCALE_REWARDS)
         check_choice("std", self.std, STD_KINDS)
         check_choice("realloc_normalizer", self.realloc_normalizer, REALLOC_NORMALIZERS)
-        if self.graded_delta is not None and not (math.isfinite(self.graded_delta) and self.graded_delta > 0):
+        if self.graded_delta is not None and not _finite_number("graded_delta", self.graded_delta) > 0:
             raise ValueError(f"graded_delta must be a finite number > 0 or None, got {self.graded_delta!r}.")
-        if not math.isfinite(self.correct_threshold):
-            raise ValueError(f"correct_threshold must be finite, got {self.correct_threshold!r}.")
-        if self.zero_variance_tol < 0 or self.std_eps < 0:
-            raise ValueError("zero_variance_tol and std_eps must be >= 0.")
+        _finite_number("correct_threshold", self.correct_threshold)
+        if _finite_number("zero_variance_tol", self.zero_variance_tol) < 0:
+            raise ValueError(f"zero_variance_tol must be a finite number >= 0, got {self.zero_variance_tol!r}.")
+        if _finite_number("std_eps", self.std_eps) < 0:
+            raise ValueError(f"std_eps must be a finite number >= 0, got {self.std_eps!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _check_bool(name: str, value: object) -> None:
+    """Switches must be real ``bool`` values: ``"no"``/``"False"``/``0`` would otherwise read as set or unset."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be a bool (True or False), got {value!r} ({type(value).__name__}).")
+
+
+def _finite_number(name: str, value: object) -> float:
+    """``value`` as a float if it is a finite real number (not a bool, not a string, not NaN/inf); else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__}).")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}.")
+    return float(value)

@@ -25,6 +25,7 @@ from dipo.core._checks import (
     check_group_size,
     check_log_ppl,
     check_same_shape,
+    float_rewards,
     valid_mask,
 )
 from dipo.core.advantages import group_advantages, realloc_scale
@@ -124,8 +125,9 @@ class DiPO:
         """Run DiPO on one batch of ``N = B × G`` responses (groups are ``G`` contiguous rows).
 
         Args:
-            rewards: ``[N]`` verifier rewards R (binary 0/1 or graded, see the config).
-            log_ppl: ``[N]`` per-response log-PPL from :func:`dipo.core.sequence_log_ppl` (NaN: no valid token).
+            rewards: ``[N]`` verifier rewards R (binary 0/1 or graded, see the config); float, int or bool.
+            log_ppl: ``[N]`` per-response log-PPL from :func:`dipo.core.sequence_log_ppl` (NaN: no valid token);
+                compared in float64 (``DiPOStepOutput.log_ppl`` and the queue hold float64).
             group_size: G >= 2.
             valid: optional ``[N]`` bool; False rows (e.g. no reward function applied) are excluded everywhere.
             token_counts: optional ``[N]`` loss-token counts, used by ``realloc_normalizer="separate"``.
@@ -136,6 +138,10 @@ class DiPO:
         check_same_shape("rewards", rewards, "log_ppl", log_ppl)
         check_group_size(rewards.numel(), group_size)
         check_log_ppl(log_ppl)
+        rewards = float_rewards(rewards)  # bool / integer verifier rewards are fine
+        # Every log-PPL comparison (queue, τ*, judgment, spaces, quadrants) runs in float64: τ* is a float64 midpoint,
+        # and in float32 it could round onto one of the two values around the cut, which then lies in neither space.
+        log_ppl = log_ppl.double()
         valid = valid_mask(rewards.numel(), valid, rewards.device)
         check_finite_rewards(rewards, valid)
         if cfg.reward_mode == "binary":

@@ -53,7 +53,7 @@ def judge(log_ppl: Tensor, correct: Tensor, threshold: float, confidence: float 
     one of ``Pr(c=1 | s>τ)`` lies below 1/2; with ``None`` the point estimates decide. An empty side fails.
     """
     keep = ~torch.isnan(log_ppl)
-    s, c = log_ppl[keep], correct[keep].bool()
+    s, c = log_ppl[keep].double(), correct[keep].bool()  # float64 like τ*
     if s.numel() == 0 or math.isnan(threshold):
         return Judgment.failed_empty()
     low, high = s < threshold, s > threshold

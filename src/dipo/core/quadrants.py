@@ -27,7 +27,7 @@ def quadrant_labels(log_ppl: Tensor, correct: Tensor, threshold: float, valid: T
         ok = ok & valid
     if math.isnan(threshold):
         return torch.full(log_ppl.shape, int(Quadrant.NONE), dtype=torch.long, device=log_ppl.device)
-    high = (log_ppl >= threshold).long()
+    high = (log_ppl.double() >= threshold).long()  # float64 like τ*
     wrong = (~correct.bool()).long()
     labels = 2 * wrong + high
     return torch.where(ok, labels, torch.full_like(labels, int(Quadrant.NONE)))

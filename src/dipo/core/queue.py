@@ -59,6 +59,9 @@ class PPLQueue:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned; every batch is validated (1-D, finite log-PPL, 0/1 labels)."""
+        if not isinstance(state, dict):
+            raise ValueError(f"PPL queue state must be a dict (from state_dict()), got {type(state).__name__}.")
         missing = {"max_batches", "log_ppl", "correct"} - set(state)
         if missing:
             raise ValueError(f"PPL queue state is missing keys {sorted(missing)}; pass what state_dict() returned.")
@@ -69,8 +72,40 @@ class PPLQueue:
                 f"PPL queue state was saved with queue_batches={state['max_batches']} but this run uses "
                 f"queue_batches={self.max_batches}; resume with the same setting."
             )
+        if len(state["log_ppl"]) > self.max_batches:
+            raise ValueError(
+                f"PPL queue state holds {len(state['log_ppl'])} batches, more than queue_batches={self.max_batches}; "
+                "the state is corrupt or from another run."
+            )
+        batches = [
+            _checked_batch(i, s, c) for i, (s, c) in enumerate(zip(state["log_ppl"], state["correct"], strict=True))
+        ]
         self._batches.clear()
-        for s, c in zip(state["log_ppl"], state["correct"], strict=True):
-            s, c = torch.as_tensor(s), torch.as_tensor(c).bool()
-            check_same_shape("log_ppl", s, "correct", c)
-            self._batches.append((s, c))
+        self._batches.extend(batches)
+
+
+def _checked_batch(index: int, log_ppl: Any, correct: Any) -> tuple[Tensor, Tensor]:
+    """One saved batch of the queue, validated: 1-D float log-PPL, all finite (NaN rows are never queued), and 1-D
+    bool/0-1 correctness of the same length."""
+    where = f"PPL queue state, batch {index}"
+    s, c = torch.as_tensor(log_ppl), torch.as_tensor(correct)
+    if s.dim() != 1 or c.dim() != 1:
+        raise ValueError(
+            f"{where}: log_ppl and correct must be 1-D (one value per response), got shapes {tuple(s.shape)} and "
+            f"{tuple(c.shape)}; the state is corrupt or was not written by PPLQueue.state_dict()."
+        )
+    if s.shape != c.shape:
+        raise ValueError(f"{where}: log_ppl has {s.numel()} values but correct has {c.numel()}; the state is corrupt.")
+    if not torch.is_floating_point(s):
+        raise ValueError(f"{where}: log_ppl must be a floating-point tensor, got dtype {s.dtype}.")
+    if not bool(torch.isfinite(s).all()):
+        bad = int((~torch.isfinite(s)).sum())
+        raise ValueError(
+            f"{where}: {bad} log_ppl value(s) are NaN or infinite; the queue only ever holds finite log-PPL values "
+            "(responses without PPL are dropped when pushed), so the state is corrupt."
+        )
+    if c.dtype != torch.bool:
+        if c.is_complex() or not bool(((c == 0) | (c == 1)).all()):
+            raise ValueError(f"{where}: correct must hold bools (or 0/1), got values outside {{0, 1}}.")
+        c = c.bool()
+    return s, c

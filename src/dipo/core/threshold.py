@@ -70,5 +70,5 @@ def threshold_error(log_ppl: Tensor, correct: Tensor, threshold: float) -> float
     keep = ~torch.isnan(log_ppl)
     if not bool(keep.any()):
         return math.nan
-    predicted_correct = log_ppl[keep] < threshold
+    predicted_correct = log_ppl[keep].double() < threshold
     return float((predicted_correct != correct[keep].bool()).double().mean())
