@@ -63,16 +63,19 @@ def realloc_scale(
     """Spec §7 [choice: realloc_normalizer]: the factor on α·A^r from the loss normaliser of J_base(θ, R_r).
 
     ``"shared"`` → 1 (the second term shares the base loss normaliser, the token count of the whole batch).
-    ``"separate"`` → ``N_all / N_realloc`` so that J_base(θ, R_r) is normalised over its own rows, counted in tokens
-    when ``token_counts`` is given (token-level losses such as DAPO's) and in responses otherwise.
+    ``"separate"`` → ``N_all / N_realloc`` so that J_base(θ, R_r) is normalised over its own rows, counted in the unit
+    the base loss divides by: tokens when ``token_counts`` is given (token-level losses such as DAPO's), responses
+    otherwise (sequence-mean losses). ``N_all`` counts *every* row given, ``valid`` or not, as the frameworks'
+    normalisers do (TRL's ``num_items_in_batch`` and per-row means, verl's ``batch_num_tokens`` and
+    ``global_batch_size`` include rows that no verifier reward applies to); ``N_realloc`` counts the reallocated
+    rows that are ``valid``.
     """
     check_choice("realloc_normalizer", normalizer, REALLOC_NORMALIZERS)
     if normalizer == "shared":
         return 1.0
     weights = torch.ones_like(realloc_mask, dtype=torch.float64) if token_counts is None else token_counts.double()
-    if valid is not None:
-        weights = weights * valid
-    selected = float((weights * realloc_mask).sum())
+    selected_rows = realloc_mask if valid is None else realloc_mask.bool() & valid.bool()
+    selected = float((weights * selected_rows).sum())
     return float(weights.sum()) / selected if selected > 0 else 1.0
 
 
