@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,39 @@ from dipo.core import DiPOCoreConfig
 from dipo.integrations.trl.presets import PRESET_FIELDS, PRESETS, resolve_preset
 
 PPL_SOURCES = ("auto", "old", "sampling", "forward")
+
+#: TRL's loss types (GRPOConfig.loss_type help, trl 1.16); anything else fails at TRL's first loss computation.
+TRL_LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")
+
+#: The DiPOConfig field behind each DiPOCoreConfig option (the core's error messages are reworded with these names).
+CORE_OPTION_FIELDS: dict[str, str] = {
+    "alpha": "dipo_alpha",
+    "queue_batches": "dipo_queue_batches",
+    "judgment_confidence": "dipo_judgment_confidence",
+    "judgment": "dipo_judgment",
+    "membership": "dipo_membership",
+    "reallocate_hard": "dipo_reallocate_hard",
+    "reallocate_easy": "dipo_reallocate_easy",
+    "selection_seed": "seed",
+    "selection": "dipo_selection",
+    "reward_mode": "dipo_reward_mode",
+    "correct_threshold": "dipo_correct_threshold",
+    "graded_delta": "dipo_graded_delta",
+    "zero_variance_tol": "dipo_zero_variance_tol",
+    "scale_rewards": "scale_rewards",
+    "realloc_normalizer": "dipo_realloc_normalizer",
+}
+_CORE_NAME = re.compile(r"(?<![\w.])(" + "|".join(sorted(CORE_OPTION_FIELDS, key=len, reverse=True)) + r")\b")
+
+
+def trl_option_name(core_name: str) -> str:
+    """The ``DiPOConfig`` field that sets the core option ``core_name`` (``alpha`` -> ``dipo_alpha``)."""
+    return CORE_OPTION_FIELDS.get(core_name, core_name)
+
+
+def with_trl_names(message: str) -> str:
+    """A core message with each core option name replaced by its ``DiPOConfig`` field (``alpha`` -> ``dipo_alpha``)."""
+    return _CORE_NAME.sub(lambda m: CORE_OPTION_FIELDS[m.group(1)], message)
 
 
 def _trl_help(name: str) -> str:
@@ -48,7 +82,14 @@ class DiPOConfig(GRPOConfig):
         dipo_zero_variance_tol (`float`, 1e-6): a group is extreme if max − min <= tol × reward scale (spec §6).
         dipo_realloc_normalizer (`str`, "shared"): loss normaliser of the α term, "shared" | "separate" (spec §7).
         dipo_ppl_source (`str`, "auto"): where per-token log-probs for the PPL come from (spec §3).
-        dipo_log_diagnostics (`bool` or `None`): run PSD and log the spec §10 diagnostics; None = on iff α > 0.
+        dipo_log_diagnostics (`bool` or `None`): log the spec §10 diagnostics; True also runs PSD when α = 0
+            (observe-only: advantages unchanged); None = on iff α > 0. DiPO runs iff α > 0 or this is True
+            (:attr:`DiPOConfig.dipo_track`); False with α > 0 keeps DiPO on and only stops the ``dipo/…`` logging.
+        dipo_verifier_reward_funcs (`list[str]` or `None`): names of the reward functions (TRL's
+            ``reward_func_names``) whose unweighted sum is DiPO's verifier reward (correctness, hard/easy groups);
+            None = the weighted sum of all of them. TRL's advantages always use the weighted total.
+        dipo_truncation_warn_threshold (`float`, 0.5): with ``mask_truncated_completions``, warn when more than
+            this share of a batch's completions is truncated (masked out of the loss).
         soft_overlong_cache (`int` or `None`): if set, add TRL's DAPO soft overlong punishment reward; DiPO's
             verifier reward excludes it.
         ppl_bonus_coef / ppl_bonus_clip (`float`, 0.0 / 0.5): the CDE-style PPL reward bonus baseline (spec §11).
@@ -175,8 +216,29 @@ class DiPOConfig(GRPOConfig):
     dipo_log_diagnostics: bool | None = field(
         default=None,
         metadata={
-            "help": "Run PSD and log the spec §10 diagnostics under 'dipo/…' even when dipo_alpha == 0 (to compare "
-            "baselines). None: on iff dipo_alpha > 0. Costs one extra forward pass when TRL has no log-probs."
+            "help": "Log the spec §10 diagnostics under 'dipo/…'. True also runs PSD when dipo_alpha == 0 "
+            "(observe-only: the advantages are unchanged; to compare baselines). None: on iff dipo_alpha > 0. DiPO "
+            "runs iff dipo_alpha > 0 or this is True; False with dipo_alpha > 0 keeps DiPO on and only stops the "
+            "'dipo/…' diagnostics. Costs one extra forward pass when TRL has no log-probs."
+        },
+    )
+    dipo_verifier_reward_funcs: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Names of the reward functions (TRL's reward_func_names: the function's __name__, or the reward "
+            "model's name) that define correctness for DiPO. Their unweighted sum is DiPO's verifier reward (correct "
+            "/ wrong, hard / easy groups); the other functions (format, length, reward-model scores, ...) still count "
+            "in TRL's weighted total and thus in the base advantages. None: the weighted sum of all reward functions "
+            "(the soft overlong penalty excluded). Unknown names fail when DiPOTrainer is built."
+        },
+    )
+    dipo_truncation_warn_threshold: float = field(
+        default=0.5,
+        metadata={
+            "help": "With mask_truncated_completions=True (DAPO overlong filtering, the dapo/dipo presets), truncated "
+            "completions have no loss tokens. DiPOTrainer logs their share as 'dipo/frac_masked_truncated' and warns "
+            "(at most once every 50 steps) when it exceeds this value: then (almost) nothing learns; raise "
+            "max_completion_length or set mask_truncated_completions=False. 1.0 never warns."
         },
     )
     soft_overlong_cache: int | None = field(
@@ -280,7 +342,30 @@ class DiPOConfig(GRPOConfig):
                 f"DiPOConfig: ppl_bonus_coef={self.ppl_bonus_coef} and ppl_bonus_clip={self.ppl_bonus_clip} must be "
                 ">= 0 (ppl_bonus_coef=0 turns the CDE-style baseline off)."
             )
-        self.dipo_core_config()  # validates every core option with the core's own messages
+        if self.loss_type not in TRL_LOSS_TYPES:
+            raise ValueError(
+                f"DiPOConfig: unknown loss_type={self.loss_type!r}; TRL supports "
+                f"{', '.join(repr(t) for t in TRL_LOSS_TYPES)} (the dapo/dipo presets use 'dapo', grpo uses 'grpo')."
+            )
+        names = self.dipo_verifier_reward_funcs
+        if names is not None and (
+            isinstance(names, str) or not names or not all(isinstance(n, str) and n for n in names)
+        ):
+            raise ValueError(
+                f"DiPOConfig: dipo_verifier_reward_funcs={names!r} must be None (all reward functions) or a non-empty "
+                "list of reward function names, e.g. ['accuracy_reward']."
+            )
+        threshold = self.dipo_truncation_warn_threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+            raise ValueError(
+                f"DiPOConfig: dipo_truncation_warn_threshold={threshold!r} must be a number in [0, 1] (a share of "
+                "the batch; 1.0 never warns)."
+            )
+        if self.dipo_log_diagnostics is not None and not isinstance(self.dipo_log_diagnostics, bool):
+            raise ValueError(
+                f"DiPOConfig: dipo_log_diagnostics={self.dipo_log_diagnostics!r} must be True, False or None."
+            )
+        self.dipo_core_config()  # validates every core option (messages use the dipo_* field names)
         if self.dipo_enabled and self.multi_objective_aggregation != "sum_then_normalize":
             warnings.warn(
                 "DiPOConfig: multi_objective_aggregation='normalize_then_sum' normalises the summed advantages over "
@@ -297,8 +382,14 @@ class DiPOConfig(GRPOConfig):
 
     @property
     def dipo_track(self) -> bool:
-        """True when the trainer runs PSD at all (DiPO on, or diagnostics requested for a baseline)."""
-        return self.dipo_enabled if self.dipo_log_diagnostics is None else bool(self.dipo_log_diagnostics)
+        """**The** definition of "DiPO runs" (the trainer builds :class:`dipo.core.DiPO`, keeps the PPL queue, runs
+        PSD): α > 0, or diagnostics requested (``dipo_log_diagnostics=True``, observe-only when α = 0)."""
+        return self.dipo_enabled or self.dipo_log_diagnostics is True
+
+    @property
+    def dipo_logs_diagnostics(self) -> bool:
+        """True when the ``dipo/…`` diagnostics are logged: ``dipo_log_diagnostics``, or (None) whenever DiPO runs."""
+        return self.dipo_track if self.dipo_log_diagnostics is None else bool(self.dipo_log_diagnostics)
 
     @property
     def needs_ppl(self) -> bool:
@@ -309,7 +400,7 @@ class DiPOConfig(GRPOConfig):
         """The :class:`dipo.core.DiPOCoreConfig` of this run (TRL's ``scale_rewards``, unbiased std, eps 1e-4)."""
         try:
             return DiPOCoreConfig(
-                alpha=float(self.dipo_alpha),
+                alpha=self.dipo_alpha,
                 queue_batches=self.dipo_queue_batches,
                 judgment=self.dipo_judgment,
                 judgment_confidence=self.dipo_judgment_confidence,
@@ -328,7 +419,7 @@ class DiPOConfig(GRPOConfig):
                 realloc_normalizer=self.dipo_realloc_normalizer,
             )
         except ValueError as err:
-            raise ValueError(f"DiPOConfig: invalid DiPO option ({err}) Set it through the `dipo_*` field.") from err
+            raise ValueError(f"DiPOConfig: {with_trl_names(str(err))}") from err
 
     @classmethod
     def from_grpo_config(cls, args: GRPOConfig, **dipo_options: Any) -> DiPOConfig:

@@ -14,10 +14,14 @@ All algorithm logic (grouping, threshold, judgment, BRR, normalisation) lives in
 
 from __future__ import annotations
 
+import functools
 import inspect
+import logging
 import math
+import numbers
 import os
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,11 +34,21 @@ from trl.models.utils import disable_gradient_checkpointing
 from trl.rewards import get_soft_overlong_punishment
 
 from dipo.core import DiPO, DiPOStepOutput, group_advantages, perplexity_bonus, sequence_log_ppl
+from dipo.integrations._state import (
+    DIPO_STATE_NAME,
+    check_resumed_config,
+    load_state_file,
+    restore_from_file,
+    save_state_file,
+    state_path,
+)
 from dipo.integrations.trl._version import check_trl_version
-from dipo.integrations.trl.config import DiPOConfig
+from dipo.integrations.trl.config import DiPOConfig, trl_option_name, with_trl_names
 
-#: File name of the DiPO state (the PPL queue) inside every checkpoint folder.
-DIPO_STATE_NAME = "dipo_state.pt"
+logger = logging.getLogger(__name__)
+
+#: Warn about masked truncated completions at most once per this many optimizer steps.
+TRUNCATION_WARN_EVERY_STEPS = 50
 
 #: TRL loss types normalised by a token count (the others average per sequence or use a constant).
 TOKEN_NORMALISED_LOSSES = ("dapo", "bnpo", "cispo", "vespo")
@@ -72,6 +86,67 @@ def _keep_one_input_grad_hook(model: Any) -> None:
 
     enable_once._dipo_once = True  # type: ignore[attr-defined]
     model.enable_input_require_grads = enable_once
+
+
+def _check_prompt_column(dataset: Any, name: str) -> None:
+    """GRPO generates from the ``prompt`` column: say so at construction rather than with TRL's KeyError at step 1."""
+    columns = getattr(dataset, "column_names", None)
+    if dataset is None or not isinstance(columns, (list, tuple)):  # None, or a streaming dataset of unknown columns
+        return
+    if "prompt" not in columns:
+        raise ValueError(
+            f"DiPOTrainer: {name} has no 'prompt' column (its columns: {list(columns)}). GRPO/DiPO generates the "
+            "completions from the 'prompt' column (plain text or a list of chat messages); rename yours, e.g. "
+            f"{name}.rename_column('question', 'prompt')."
+        )
+
+
+def _is_async_callable(func: Any) -> bool:
+    while isinstance(func, functools.partial):
+        func = func.func
+    call = type(func).__call__ if not inspect.isroutine(func) else None
+    return inspect.iscoroutinefunction(func) or (call is not None and inspect.iscoroutinefunction(call))
+
+
+def _check_reward_output(name: str, output: Any) -> Any:
+    """A reward function's return value, checked: a sequence with one real number (or None) per completion."""
+    if isinstance(output, (str, bytes, dict)) or not isinstance(output, (Sequence, Tensor, Iterable)):
+        raise TypeError(
+            f"DiPOTrainer: reward function {name!r} returned a {type(output).__name__}; a reward function must return "
+            "a list with one float (or None to skip) per completion."
+        )
+    for index, value in enumerate(output):
+        ok = value is None or (isinstance(value, numbers.Real) and not isinstance(value, (str, bytes)))
+        if isinstance(value, Tensor):
+            ok = value.numel() == 1 and not value.is_complex()
+        if not ok:
+            raise TypeError(
+                f"DiPOTrainer: reward function {name!r} returned {value!r} ({type(value).__name__}) for completion "
+                f"{index}; a reward function must return one float (or None to skip) per completion, e.g. "
+                "[float(ok) for ok in checks]."
+            )
+    return output
+
+
+def _checked_reward_func(func: Any, name: str) -> Any:
+    """Wrap a callable reward function so that a bad return value raises a clear error naming it (TRL would fail
+    with an anonymous ``torch.tensor`` error); sync and async functions stay sync and async, TRL's name is kept."""
+    if getattr(func, "_dipo_checked", False):
+        return func
+    if _is_async_callable(func):
+
+        async def checked(*args: Any, **kwargs: Any) -> Any:
+            return _check_reward_output(name, await func(*args, **kwargs))
+    else:
+
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            return _check_reward_output(name, func(*args, **kwargs))
+
+    checked.__name__ = checked.__qualname__ = name
+    checked.__doc__ = getattr(func, "__doc__", None)
+    checked._dipo_checked = True  # type: ignore[attr-defined]
+    checked.dipo_reward_func = func  # type: ignore[attr-defined]
+    return checked
 
 
 @dataclass
@@ -120,6 +195,11 @@ class DiPOTrainer(GRPOTrainer):
                 )
             args = DiPOConfig.from_grpo_config(args)
 
+        _check_prompt_column(kwargs.get("train_dataset"), "train_dataset")
+        eval_dataset = kwargs.get("eval_dataset")
+        for key, dataset in eval_dataset.items() if isinstance(eval_dataset, dict) else [(None, eval_dataset)]:
+            _check_prompt_column(dataset, "eval_dataset" if key is None else f"eval_dataset[{key!r}]")
+
         self._dipo_skip_reward_column: int | None = None
         if args.soft_overlong_cache is not None:
             reward_funcs, kwargs = self._add_soft_overlong_reward(reward_funcs, args, kwargs)
@@ -127,10 +207,16 @@ class DiPOTrainer(GRPOTrainer):
         super().__init__(model, reward_funcs=reward_funcs, args=args, **kwargs)
         if args.fast_generation:
             self._enable_fast_generation()
+        self.reward_funcs = [
+            func if isinstance(func, torch.nn.Module) else _checked_reward_func(func, name)
+            for func, name in zip(self.reward_funcs, self.reward_func_names, strict=True)
+        ]
+        self._dipo_verifier_columns = self._resolve_verifier_columns(args)
 
         self.dipo: DiPO | None = DiPO(args.dipo_core_config()) if args.dipo_track else None
         self.last_dipo_batch: DiPOBatchRecord | None = None
         self._dipo_rewards_per_func: Tensor | None = None
+        self._dipo_last_truncation_warning: int | None = None
 
     # ------------------------------------------------------------------ construction helpers
     def _add_soft_overlong_reward(self, reward_funcs: Any, args: DiPOConfig, kwargs: dict[str, Any]):
@@ -146,6 +232,26 @@ class DiPOTrainer(GRPOTrainer):
         if isinstance(processing, list) and len(processing) == len(funcs) - 1:
             kwargs = {**kwargs, "reward_processing_classes": [*processing, None]}
         return funcs, kwargs
+
+    def _resolve_verifier_columns(self, args: DiPOConfig) -> list[int]:
+        """Columns of TRL's ``rewards_per_func`` that form DiPO's verifier reward (``dipo_verifier_reward_funcs``)."""
+        names = args.dipo_verifier_reward_funcs
+        if names is None:
+            return [i for i in range(len(self.reward_func_names)) if i != self._dipo_skip_reward_column]
+        available = [n for i, n in enumerate(self.reward_func_names) if i != self._dipo_skip_reward_column]
+        unknown = [n for n in names if n not in available]
+        if unknown:
+            raise ValueError(
+                f"DiPOTrainer: dipo_verifier_reward_funcs names {unknown}, but the reward functions are {available} "
+                "(TRL's reward_func_names: a function's __name__, a callable object's class name, a reward model's "
+                "name; the soft overlong penalty cannot be a verifier). Use names from that list."
+            )
+        if len(set(available)) != len(available) and any(available.count(n) > 1 for n in names):
+            raise ValueError(
+                f"DiPOTrainer: several reward functions share a name in {available}; dipo_verifier_reward_funcs "
+                "cannot tell them apart. Give each function its own __name__."
+            )
+        return [self.reward_func_names.index(n) for n in dict.fromkeys(names)]
 
     def _enable_fast_generation(self) -> None:
         """``fast_generation``: TRL builds its ``GenerationConfig`` with ``disable_compile=True``; allow compilation.
@@ -169,10 +275,40 @@ class DiPOTrainer(GRPOTrainer):
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         output = super()._generate_and_score_completions(inputs)
         rewards_per_func, self._dipo_rewards_per_func = self._dipo_rewards_per_func, None
-        if not self.args.needs_ppl or not self.model.training:  # DiPO acts on training batches only
+        if not self.model.training:  # DiPO acts on training batches only
+            return output
+        if self.args.mask_truncated_completions:
+            self._check_masked_truncation(output["completion_mask"])
+        if not self.args.needs_ppl:
             return output
         self._apply_dipo(output, rewards_per_func)
         return output
+
+    def _check_masked_truncation(self, completion_mask: Tensor) -> None:
+        """Log ``dipo/frac_masked_truncated`` (global share of completions TRL masked out of the loss because they
+        were truncated) and warn, at most once per ``TRUNCATION_WARN_EVERY_STEPS`` steps, above the threshold."""
+        masked = completion_mask.sum(dim=1) == 0
+        local = torch.tensor([[float(masked.sum()), float(masked.numel())]], device=completion_mask.device)
+        counts = self.accelerator.gather(local).sum(0).cpu()  # [masked, total] over all processes
+        frac = float(counts[0] / counts[1].clamp(min=1))
+        self._metrics["train"]["dipo/frac_masked_truncated"].append(frac)
+        threshold = self.args.dipo_truncation_warn_threshold
+        step = self.state.global_step
+        last = self._dipo_last_truncation_warning
+        if frac > threshold and (last is None or step - last >= TRUNCATION_WARN_EVERY_STEPS):
+            self._dipo_last_truncation_warning = step
+            logger.warning(
+                "DiPOTrainer: %.0f%% of this batch's completions hit max_completion_length=%s and were masked out of "
+                "the loss (mask_truncated_completions=True, DAPO overlong filtering; threshold "
+                "dipo_truncation_warn_threshold=%s). Those completions teach nothing%s. Raise max_completion_length, "
+                "set mask_truncated_completions=False, or shorten the expected answers (format prompt). This warning "
+                "repeats at most every %d steps; see the metric dipo/frac_masked_truncated.",
+                100 * frac,
+                self.args.max_completion_length,
+                threshold,
+                " and nothing learns" if frac >= 1 else "",
+                TRUNCATION_WARN_EVERY_STEPS,
+            )
 
     # ------------------------------------------------------------------ DiPO post-processing
     @profiling_decorator
@@ -206,17 +342,21 @@ class DiPOTrainer(GRPOTrainer):
         if self.dipo is not None:
             # realloc_normalizer="separate" counts the α term's own normaliser in tokens for token-normalised losses
             token_level = self.loss_type in TOKEN_NORMALISED_LOSSES
-            out = self.dipo.step(
-                rewards,
-                log_ppl,
-                self.num_generations,
-                valid=valid,
-                token_counts=token_counts if token_level else None,
-            )
-            for key, value in out.metrics().items():
-                metrics[f"dipo/{key}"].append(float(value))
-            metrics["dipo/frac_rows_no_ppl"].append(float((torch.isnan(log_ppl) & valid).float().mean()))
-            metrics["dipo/advantage_delta_abs_mean"].append(float(out.advantage_delta.abs().mean()))
+            try:
+                out = self.dipo.step(
+                    rewards,
+                    log_ppl,
+                    self.num_generations,
+                    valid=valid,
+                    token_counts=token_counts if token_level else None,
+                )
+            except ValueError as err:  # the core's names -> the trainer's (dipo_* fields)
+                raise ValueError(f"DiPOTrainer: {with_trl_names(str(err))}") from err
+            if self.args.dipo_logs_diagnostics:
+                for key, value in out.metrics().items():
+                    metrics[f"dipo/{key}"].append(float(value))
+                metrics["dipo/frac_rows_no_ppl"].append(float((torch.isnan(log_ppl) & valid).float().mean()))
+                metrics["dipo/advantage_delta_abs_mean"].append(float(out.advantage_delta.abs().mean()))
             if self.args.dipo_enabled:
                 delta = delta + out.advantage_delta
         if self.args.ppl_bonus_coef > 0:
@@ -287,13 +427,76 @@ class DiPOTrainer(GRPOTrainer):
         return token_logps
 
     def _verifier_rewards(self, rewards_per_func: Tensor) -> tuple[Tensor, Tensor]:
-        """Weighted sum of the verifier reward functions (the soft overlong penalty excluded) and the valid rows."""
-        columns = [i for i in range(rewards_per_func.size(1)) if i != self._dipo_skip_reward_column]
+        """DiPO's verifier reward and the valid rows (some verifier function scored the row).
+
+        ``dipo_verifier_reward_funcs=None``: the weighted (``reward_weights``) sum of every reward function but the
+        soft overlong penalty; otherwise the unweighted sum of the named functions. Rewards DiPO cannot use raise a
+        ``ValueError`` that names the reward function and the option to set.
+        """
+        columns = self._dipo_verifier_columns
         per_func = rewards_per_func[:, columns]
-        weights = self.reward_weights.to(per_func.device)[columns]
+        if self.args.dipo_verifier_reward_funcs is None:
+            weights = self.reward_weights.to(per_func.device)[columns]
+        else:
+            weights = torch.ones(len(columns), dtype=per_func.dtype, device=per_func.device)
         valid = ~torch.isnan(per_func).all(dim=1)
         rewards = (per_func * weights.unsqueeze(0)).nansum(dim=1)
+        if self.dipo is not None:
+            self._check_verifier_rewards(per_func, weights, rewards, valid)
         return rewards, valid
+
+    def _verifier_description(self) -> str:
+        names = [self.reward_func_names[i] for i in self._dipo_verifier_columns]
+        if self.args.dipo_verifier_reward_funcs is None:
+            return f"the weighted sum of all reward functions {names} (dipo_verifier_reward_funcs=None)"
+        return f"the sum of dipo_verifier_reward_funcs={names}"
+
+    def _check_verifier_rewards(self, per_func: Tensor, weights: Tensor, rewards: Tensor, valid: Tensor) -> None:
+        """Name the reward function behind a verifier reward DiPO cannot use (infinite, or not 0/1 in binary mode)."""
+        names = [self.reward_func_names[i] for i in self._dipo_verifier_columns]
+        infinite = torch.isinf(per_func)
+        if bool(infinite.any()):
+            row, col = (int(v) for v in infinite.nonzero()[0])
+            raise ValueError(
+                f"DiPOTrainer: reward function {names[col]!r} returned {per_func[row, col].item()} for completion "
+                f"{row} of the batch; DiPO's verifier reward ({self._verifier_description()}) must be finite. Return "
+                "None for completions the function cannot score."
+            )
+        if self.args.dipo_reward_mode != "binary":
+            return
+        bad = valid & (rewards != 0) & (rewards != 1)
+        if not bool(bad.any()):
+            return
+        row = int(bad.nonzero()[0])
+        parts = [
+            f"{name}={per_func[row, k].item():g}" + ("" if weights[k] == 1 else f" (weight {weights[k].item():g})")
+            for k, name in enumerate(names)
+            if not math.isnan(per_func[row, k].item())
+        ]
+        non_binary = [
+            name
+            for k, name in enumerate(names)
+            if bool((valid & ~torch.isnan(per_func[:, k]) & (per_func[:, k] != 0) & (per_func[:, k] != 1)).any())
+        ]
+        culprit = (
+            f"reward function(s) {non_binary} returned values outside {{0, 1}}"
+            if non_binary
+            else "each function is 0/1 but their weighted sum is not"
+        )
+        other = [n for i, n in enumerate(self.reward_func_names) if i not in self._dipo_verifier_columns]
+        hint = (
+            "set dipo_verifier_reward_funcs to the reward function(s) that decide correctness, e.g. "
+            f"dipo_verifier_reward_funcs=[{names[0]!r}] (the other functions still count in TRL's advantages)"
+            if len(names) > 1
+            else "make the reward function return 0/1"
+        )
+        raise ValueError(
+            f"DiPOTrainer: dipo_reward_mode='binary' needs DiPO's verifier reward in {{0, 1}}, but completion {row} "
+            f"of the batch gets {rewards[row].item():g} from {', '.join(parts)} ({int(bad.sum())} such completions; "
+            f"{culprit}). DiPO's verifier reward is {self._verifier_description()}"
+            + (f"; not included: {other}" if other else "")
+            + f". To fix: {hint}, or use dipo_reward_mode='graded' with dipo_correct_threshold for graded rewards."
+        )
 
     def _replace_logged_advantages(self, delta: Tensor) -> None:
         """TRL logged its own global advantages in ``self._logs['advantages']``; replace them by the final ones."""
@@ -310,22 +513,41 @@ class DiPOTrainer(GRPOTrainer):
             folder = os.path.join(
                 self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             )
-            torch.save(self.dipo.state_dict(), os.path.join(folder, DIPO_STATE_NAME))
+            save_state_file(self.dipo.state_dict(), folder)  # atomic: temporary file + os.replace
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
-        if self.dipo is None or checkpoint is None:
+        if checkpoint is None:
             return
-        path = os.path.join(checkpoint, DIPO_STATE_NAME)
-        if os.path.exists(path):
-            self.dipo.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        else:
+        path = state_path(checkpoint)
+        if self.dipo is None:
+            if os.path.exists(path):
+                warnings.warn(
+                    f"DiPOTrainer: {checkpoint} holds a DiPO PPL queue ({DIPO_STATE_NAME}), but DiPO does not run in "
+                    f"this configuration (preset={self.args.preset!r}, dipo_alpha={self.args.dipo_alpha}, "
+                    f"dipo_log_diagnostics={self.args.dipo_log_diagnostics}); the saved queue is ignored. Set "
+                    "dipo_alpha > 0 or dipo_log_diagnostics=True to keep using it.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            return
+        state = load_state_file(checkpoint)  # names the file and says what to do if it is unreadable
+        if state is None:
             warnings.warn(
                 f"DiPOTrainer: resuming from {checkpoint}, which has no {DIPO_STATE_NAME}; the PPL queue starts empty "
                 "(the threshold uses only new batches until the queue refills).",
                 UserWarning,
                 stacklevel=2,
             )
+            return
+        saved_config = state.get("config")
+        check_resumed_config(
+            saved_config if isinstance(saved_config, dict) else None,
+            self.dipo.config.to_dict(),
+            path,
+            option_name=trl_option_name,
+        )
+        restore_from_file(path, self.dipo.load_state_dict, state)
 
     # ------------------------------------------------------------------ convenience
     def dipo_log_history(self, key: str) -> list[float]:

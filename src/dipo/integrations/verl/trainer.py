@@ -15,49 +15,50 @@ import logging
 import os
 from typing import Any
 
-import torch
 from verl.trainer.ppo.v1 import PPOTrainerColocateAsync, PPOTrainerSeparateAsync, PPOTrainerSync
 from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY, register_trainer
 
+from dipo.integrations._state import (  # DIPO_STATE_NAME: the state file's name, shared with TRL
+    DIPO_STATE_NAME,  # noqa: F401  (re-exported)
+    load_state_file,
+    restore_from_file,
+    save_state_file,
+    state_file_error,
+    state_path,
+)
 from dipo.integrations.verl.estimator import ESTIMATOR_NAME, EstimatorState, get_estimator_state
 from dipo.integrations.verl.options import config_get, parse_dipo_options
 
 logger = logging.getLogger(__name__)
 
-#: File name of the DiPO state inside verl's ``global_step_<N>`` checkpoint folder.
-DIPO_STATE_NAME = "dipo_state.pt"
-
 
 def save_dipo_state(state: EstimatorState, checkpoint_folder: str, global_step: int | None = None) -> str:
-    """Spec §4: write the PPL queue (and the options it was built with) to ``<checkpoint_folder>/dipo_state.pt``."""
-    os.makedirs(checkpoint_folder, exist_ok=True)
-    path = os.path.join(checkpoint_folder, DIPO_STATE_NAME)
+    """Spec §4: write the PPL queue (and the options it was built with) to ``<checkpoint_folder>/dipo_state.pt``
+    (atomically, see :func:`dipo.integrations._state.save_state_file`)."""
     payload = {"dipo": state.core.state_dict(), "log_probs": state.options.log_probs, "global_step": global_step}
-    tmp = f"{path}.tmp"
-    torch.save(payload, tmp)
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written state behind
-    return path
+    return save_state_file(payload, checkpoint_folder)
 
 
 def load_dipo_state(state: EstimatorState, checkpoint_folder: str) -> bool:
     """Spec §4: restore the PPL queue from ``<checkpoint_folder>/dipo_state.pt``; ``False`` (and a warning) if
-    the file is absent (a checkpoint written without a DiPO trainer mode)."""
-    path = os.path.join(checkpoint_folder, DIPO_STATE_NAME)
-    if not os.path.exists(path):
+    the file is absent (a checkpoint written without a DiPO trainer mode). An unreadable file raises a ``ValueError``
+    that names it and says how to proceed."""
+    path = state_path(checkpoint_folder)
+    payload = load_state_file(checkpoint_folder)
+    if payload is None:
         logger.warning(
             "dipo: %s not found; the DiPO PPL queue starts empty after this resume (spec §4). Checkpoints written "
             "by a non-DiPO trainer mode do not contain it.",
             path,
         )
         return False
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or "dipo" not in payload:
-        raise ValueError(f"{path} is not a DiPO state file (expected a dict with key 'dipo').")
-    saved_config = payload["dipo"].get("config")
+    if "dipo" not in payload:
+        raise state_file_error(path, "is not a verl DiPO state (expected a dict with key 'dipo')")
+    saved_config = payload["dipo"].get("config") if isinstance(payload["dipo"], dict) else None
     if saved_config is not None and saved_config != state.core.config.to_dict():
         changed = sorted(k for k, v in state.core.config.to_dict().items() if saved_config.get(k) != v)
         logger.warning("dipo: resuming with changed DiPO options %s; the restored PPL queue is kept.", changed)
-    state.core.load_state_dict(payload["dipo"])
+    restore_from_file(path, state.core.load_state_dict, payload["dipo"])
     return True
 
 
