@@ -195,7 +195,7 @@ def build_rewards(task_args: TaskArguments, training_args: Any) -> tuple[list[An
             funcs, weights, graded = [ToolRLReward(answer_field="answer")], [1.0], True
         else:
             raise ValueError(f"toolcall reward must be 'bfcl' or 'toolrl', got {reward!r}")
-    dipo_on = (training_args.dipo_alpha or 0) > 0 or bool(training_args.dipo_log_diagnostics)
+    dipo_on = training_args.dipo_track  # DiPOConfig: DiPO runs (α > 0 or diagnostics requested)
     if graded and dipo_on and training_args.dipo_reward_mode != "graded":
         raise ValueError(
             "the configured reward is graded (not 0/1) but dipo_reward_mode='binary'; set --dipo_reward_mode graded "
