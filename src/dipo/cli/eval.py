@@ -15,9 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
+
+from dipo.cli.errors import non_negative_int, positive_int
 
 logger = logging.getLogger("dipo.eval")
 
@@ -39,20 +42,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tools-field", default="tools", help="toolcall: field holding the tool schemas (JSON)")
     parser.add_argument("--id-field", default=None)
     parser.add_argument("--skip-broken-rows", action="store_true", help="count and log broken rows instead of failing")
-    parser.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark")
-    parser.add_argument("--offset", type=int, default=0, help="skip the first N problems (to shard an evaluation)")
-    parser.add_argument("-k", "--num-samples", type=int, default=None, help="samples per problem (math 8, toolcall 1)")
+    parser.add_argument("--limit", type=positive_int, default=None, help="first N problems of each benchmark")
+    parser.add_argument(
+        "--offset", type=non_negative_int, default=0, help="skip the first N problems (to shard an evaluation)"
+    )
+    parser.add_argument(
+        "-k", "--num-samples", type=positive_int, default=None, help="samples per problem (math 8, toolcall 1)"
+    )
     parser.add_argument("--temperature", type=float, default=None, help="math 0.6; toolcall 0 (greedy)")
     parser.add_argument("--top-p", type=float, default=0.95)
-    parser.add_argument("--max-new-tokens", type=int, default=None, help="math 1024, toolcall 256")
-    parser.add_argument("--batch-size", type=int, default=4, help="prompts per generate call (x k sequences)")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=None, help="math 1024, toolcall 256")
+    parser.add_argument("--batch-size", type=positive_int, default=4, help="prompts per generate call (x k sequences)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, ...")
     parser.add_argument("--device", default=None)
     parser.add_argument("--chat-template", choices=["auto", "yes", "no"], default="auto")
     parser.add_argument("--instruction", default=None, help="math: instruction appended to plain problems")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     parser.add_argument("--output-dir", default="eval_results")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results already in --output-dir (without it such a folder is refused)",
+    )
     parser.add_argument(
         "--merge",
         nargs="+",
@@ -103,7 +115,31 @@ def _benchmarks(args: argparse.Namespace) -> dict:
         raise ValueError("nothing to evaluate: give --benchmarks or --dataset")
     if args.offset:
         out = {name: rows[args.offset :] for name, rows in out.items()}
+    for name, rows in out.items():
+        if not rows:
+            raise ValueError(
+                f"benchmark {name!r} has no rows" + (f" from --offset {args.offset} on" if args.offset else "")
+            )
     return out
+
+
+#: What ``dipo eval`` writes into ``--output-dir``.
+RESULT_FILES = ("results.json", "results.md", "samples.jsonl")
+
+
+def _check_output_dir(args: argparse.Namespace) -> Path:
+    """``--output-dir`` as a writable folder that holds no results (or ``--overwrite`` was given)."""
+    from dipo.cli.errors import check_writable_dir
+
+    out_dir = Path(args.output_dir).expanduser()
+    found = [name for name in RESULT_FILES if (out_dir / name).exists()]
+    if found and not args.overwrite:
+        raise ValueError(
+            f"--output-dir {str(out_dir)!r} already holds results ({', '.join(found)}); choose another --output-dir "
+            "or pass --overwrite to replace them"
+        )
+    check_writable_dir(out_dir, "--output-dir")
+    return out_dir
 
 
 def _write(results: dict, out_dir: Path, title: str, details: str) -> None:
@@ -118,57 +154,99 @@ def _write(results: dict, out_dir: Path, title: str, details: str) -> None:
 
 
 def _merge(args: argparse.Namespace) -> int:
+    from dipo.cli.errors import INPUT_ERRORS, describe_error
     from dipo.evaluation.harness import merge_results
 
     try:
-        results = merge_results([Path(d) for d in args.merge], rescore=args.rescore)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"dipo eval --merge: {err}", file=sys.stderr)
+        shard_dirs = [Path(d).expanduser() for d in args.merge]
+        if any(_same_dir(d, Path(args.output_dir).expanduser()) for d in shard_dirs):
+            raise ValueError(f"--output-dir {args.output_dir!r} is one of the shards; merge into another folder")
+        results = merge_results(shard_dirs, rescore=args.rescore)
+        out_dir = _check_output_dir(args)
+        details = f"{results['hardware']}; sampling {json.dumps(results['sampling'])}; merged from "
+        details += ", ".join(args.merge)
+        details += " (completions re-judged with the current code)." if results["rescored"] else "."
+        _write(results, out_dir, f"dipo eval: merged shards ({results['task']})", details)
+    except INPUT_ERRORS as err:
+        print(f"dipo eval --merge: {describe_error(err)}", file=sys.stderr)
         return 2
-    details = f"{results['hardware']}; sampling {json.dumps(results['sampling'])}; merged from {', '.join(args.merge)}"
-    details += " (completions re-judged with the current code)." if results["rescored"] else "."
-    _write(results, Path(args.output_dir), f"dipo eval: merged shards ({results['task']})", details)
     return 0
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
+def _same_dir(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and a.samefile(b)
+    except OSError:
+        return False
 
-    from dipo.evaluation import SamplingConfig, load_model, run_benchmarks
+
+def _sampling(args: argparse.Namespace) -> object:
+    """The sampling configuration; task defaults only for options that were not given (0 is not "not given")."""
+    from dipo.evaluation import SamplingConfig
+
+    math_task = args.task == "math"
+
+    def default(value: object, math_value: object, toolcall_value: object) -> object:
+        return value if value is not None else (math_value if math_task else toolcall_value)
+
+    return SamplingConfig(
+        k=default(args.num_samples, 8, 1),
+        max_new_tokens=default(args.max_new_tokens, 1024, 256),
+        temperature=default(args.temperature, 0.6, 0.0),
+        top_p=args.top_p,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        chat_template={"auto": None, "yes": True, "no": False}[args.chat_template],
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from dipo.cli.errors import INPUT_ERRORS, check_model_source, describe_error
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.merge:
         return _merge(args)
-    if not args.model:
-        print("dipo eval: --model is required (a folder, a Hub id or 'smollm2-135m-instruct')", file=sys.stderr)
-        return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    math_task = args.task == "math"
-    k = args.num_samples or (8 if math_task else 1)
-    temperature = args.temperature if args.temperature is not None else (0.6 if math_task else 0.0)
-    try:
-        sampling = SamplingConfig(
-            k=k,
-            max_new_tokens=args.max_new_tokens or (1024 if math_task else 256),
-            temperature=temperature,
-            top_p=args.top_p,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            chat_template={"auto": None, "yes": True, "no": False}[args.chat_template],
-        )
+    try:  # everything is validated before the model is loaded and before anything is written
+        if not args.model:
+            raise ValueError("--model is required (a folder, a Hub id or 'smollm2-135m-instruct')")
+        check_model_source(args.model)
+        sampling = _sampling(args)
         benchmarks = _benchmarks(args)
-    except ValueError as err:
-        print(f"dipo eval: {err}", file=sys.stderr)
+        out_dir = _check_output_dir(args)
+        model, tokenizer = _load(args)
+    except INPUT_ERRORS as err:
+        print(f"dipo eval: {describe_error(err)}", file=sys.stderr)
         return 2
-    out_dir = Path(args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from dipo.evaluation import run_benchmarks
+
     start = time.perf_counter()
-    model, tokenizer = load_model(args.model, args.dtype, args.device)
-    results = run_benchmarks(model, tokenizer, benchmarks, args.task, sampling, out_dir / "samples.jsonl")
+    partial = out_dir / "samples.jsonl.partial"  # renamed when the run is complete: a failed run leaves no mix
+    try:
+        results = run_benchmarks(model, tokenizer, benchmarks, args.task, sampling, partial)
+        os.replace(partial, out_dir / "samples.jsonl")
+    except OSError as err:  # a full disk, a folder made read-only during the run; bugs keep their traceback
+        print(f"dipo eval: {describe_error(err)}", file=sys.stderr)
+        return 1
     results.update(model=args.model, limit=args.limit, offset=args.offset, total_seconds=time.perf_counter() - start)
     subset = f"problems {args.offset}..{args.offset + args.limit - 1}" if args.limit else f"from problem {args.offset}"
     details = f"{results['hardware']}; sampling {json.dumps(results['sampling'])}; {subset} of each benchmark."
     _write(results, out_dir, f"dipo eval: {args.model} ({args.task})", details)
     print(f"samples written to {out_dir}/samples.jsonl")
     return 0
+
+
+def _load(args: argparse.Namespace) -> tuple:
+    """Model and tokenizer; ``--chat-template yes`` needs a tokenizer with a chat template."""
+    import torch
+
+    from dipo.evaluation import load_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, tokenizer = load_model(args.model, args.dtype, args.device)
+    if args.chat_template == "yes" and not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            f"--chat-template yes, but the tokenizer of {args.model!r} has no chat template; use --chat-template auto "
+            "(plain-text prompts for such models) or no"
+        )
+    return model, tokenizer

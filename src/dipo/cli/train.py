@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger("dipo.train")
@@ -70,6 +72,23 @@ class TaskArguments:
             "needs dipo_reward_mode=graded."
         },
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "aliases": ["--overwrite"],
+            "help": "Train even if output_dir already holds checkpoints or a trained model (they are overwritten "
+            "as the new run saves; checkpoint-* folders of a longer earlier run stay). Without it such an "
+            "output_dir is refused unless resume_from_checkpoint is set.",
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.dataset_limit is not None and self.dataset_limit < 1:
+            raise ValueError(f"dataset_limit must be >= 1 (leave it unset for all rows), got {self.dataset_limit}")
+        if not 0.0 <= self.max_skip_fraction <= 1.0:
+            raise ValueError(f"max_skip_fraction must be in [0, 1], got {self.max_skip_fraction}")
+        if self.format_reward_weight < 0:
+            raise ValueError(f"format_reward_weight must be >= 0 (0 = off), got {self.format_reward_weight}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -204,7 +223,82 @@ def build_rewards(task_args: TaskArguments, training_args: Any) -> tuple[list[An
     return funcs, weights
 
 
+def resume_target(training_args: Any) -> str | None:
+    """The checkpoint folder to resume from, or None: ``resume_from_checkpoint`` may be a folder or
+    ``true``/``latest`` (the last ``checkpoint-N`` in ``output_dir``, as ``Trainer.train(resume_from_checkpoint=True)``
+    picks it). Raises ``ValueError`` naming the folder if there is nothing to resume from."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+
+    state_file = "trainer_state.json"  # transformers' TRAINER_STATE_NAME
+    value = training_args.resume_from_checkpoint
+    if value is None or value is False:
+        return None
+    text = str(value).strip()
+    if text.lower() in ("", "false", "no", "0", "none"):
+        return None
+    if value is True or text.lower() in ("true", "yes", "1", "latest", "last"):
+        output_dir = training_args.output_dir
+        last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+        if last is None:
+            raise ValueError(
+                f"resume_from_checkpoint={text}: no {PREFIX_CHECKPOINT_DIR}-N folder in output_dir {output_dir!r}; "
+                "give the checkpoint folder or the output_dir of the run to resume"
+            )
+        return last
+    path = os.path.expanduser(text)
+    if not os.path.isdir(path):
+        raise ValueError(
+            f"resume_from_checkpoint: checkpoint folder {text!r} does not exist; give a {PREFIX_CHECKPOINT_DIR}-N "
+            "folder or 'true' (the latest one in output_dir)"
+        )
+    if not os.path.isfile(os.path.join(path, state_file)):
+        raise ValueError(
+            f"resume_from_checkpoint: {text!r} is not a training checkpoint (no {state_file}); give a "
+            f"{PREFIX_CHECKPOINT_DIR}-N folder"
+        )
+    return path
+
+
+#: Files that show that a folder holds a trained model (``save_model`` / ``save_state`` output).
+MODEL_FILES = (
+    "config.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "trainer_state.json",
+)
+
+
+def check_output_dir(training_args: Any, task_args: TaskArguments, resume: str | None) -> None:
+    """Refuse an ``output_dir`` that holds checkpoints or a trained model, unless the run resumes or
+    ``overwrite_output_dir`` is set (then only warn about checkpoints that the new run will not replace)."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    out = Path(training_args.output_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output_dir {str(out)!r} is a file, not a folder; choose another --output_dir")
+    if resume is not None or not out.is_dir():
+        return
+    checkpoints = sorted(p.name for p in out.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.is_dir())
+    found = checkpoints + [name for name in MODEL_FILES if (out / name).is_file()]
+    if not found:
+        return
+    if task_args.overwrite_output_dir:
+        if checkpoints:
+            logger.warning("output_dir %s: overwriting an earlier run; its %s stay", out, ", ".join(checkpoints))
+        return
+    shown = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
+    raise ValueError(
+        f"output_dir {str(out)!r} already holds a training run ({shown}); resume it with --resume_from_checkpoint "
+        "true, choose another --output_dir, or pass --overwrite_output_dir to train over it"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
+    from dipo.cli.errors import INPUT_ERRORS, describe_error
+
     argv = list(args.trl_args)
     if "--help-all" in argv:
         build_parser().print_help()
@@ -213,32 +307,58 @@ def run(args: argparse.Namespace) -> int:
         argv = ["--config", args.config, *argv]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if args.config and not os.path.isfile(args.config):
+            what = "is a folder" if os.path.isdir(args.config) else "does not exist"
+            raise FileNotFoundError(f"config file {args.config!r} {what}; give a YAML file of options")
         task_args, training_args, model_args = parse(argv)
         if not model_args.model_name_or_path:
             raise ValueError("no model: set model_name_or_path (a folder, a Hub id or 'smollm2-135m-instruct')")
+        from dipo.cli.errors import check_model_source, check_writable_dir
+
+        check_model_source(model_args.model_name_or_path, "model_name_or_path")
+        resume = resume_target(training_args)
+        check_output_dir(training_args, task_args, resume)
         rows = load_task_rows(task_args)
         if not rows:
             raise ValueError(f"dataset {task_args.dataset!r} gave no rows")
         reward_funcs, reward_weights = build_rewards(task_args, training_args)
-    except ValueError as err:
-        print(f"dipo train: {err}", file=sys.stderr)
+        check_writable_dir(Path(training_args.output_dir), "output_dir")
+        if training_args.reward_weights is None:
+            training_args.reward_weights = reward_weights
+        trainer = build_trainer(task_args, training_args, model_args, rows, reward_funcs)
+    except INPUT_ERRORS as err:
+        logger.debug("dipo train: setup failed", exc_info=True)
+        print(f"dipo train: {describe_error(err)}", file=sys.stderr)
         return 2
-    if training_args.reward_weights is None:
-        training_args.reward_weights = reward_weights
-    trainer = build_trainer(task_args, training_args, model_args, rows, reward_funcs)
     logger.info(
-        "training %s on %d rows of %s (task %s, preset %s)",
+        "training %s on %d rows of %s (task %s, preset %s)%s",
         model_args.model_name_or_path,
         len(rows),
         task_args.dataset,
         task_args.task,
         training_args.preset,
+        f", resuming from {resume}" if resume else "",
     )
-    trainer.train()
-    trainer.save_model(training_args.output_dir)
-    trainer.save_state()  # trainer_state.json with the logged rewards and dipo/* diagnostics
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+        trainer.save_model(training_args.output_dir)
+        trainer.save_state()  # trainer_state.json with the logged rewards and dipo/* diagnostics
+    except OSError as err:  # a full disk or a folder made read-only during the run; bugs keep their traceback
+        logger.debug("dipo train: I/O error", exc_info=True)
+        print(f"dipo train: {describe_error(err)}", file=sys.stderr)
+        return 1
     logger.info("saved to %s", training_args.output_dir)
     return 0
+
+
+def plain_text_rows(rows: list[Any]) -> list[Any]:
+    """Rows whose chat-message prompts are rendered as plain text (the message contents, as ``dipo eval`` does for a
+    tokenizer without a chat template); string prompts are kept."""
+    from dataclasses import replace
+
+    from dipo.evaluation.generation import plain_prompt
+
+    return [row if isinstance(row.prompt, str) else replace(row, prompt=plain_prompt(row.prompt)) for row in rows]
 
 
 def build_trainer(task_args: TaskArguments, training_args: Any, model_args: Any, rows: list[Any], reward_funcs: Any):
@@ -258,6 +378,9 @@ def build_trainer(task_args: TaskArguments, training_args: Any, model_args: Any,
     tokenizer = AutoTokenizer.from_pretrained(path, revision=model_args.model_revision)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if not getattr(tokenizer, "chat_template", None) and any(not isinstance(row.prompt, str) for row in rows):
+        logger.info("the tokenizer of %s has no chat template: prompts are given as plain text", path)
+        rows = plain_text_rows(rows)
     peft_config = None
     if model_args.use_peft:
         from trl import get_peft_config

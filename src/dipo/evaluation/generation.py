@@ -33,7 +33,11 @@ class SamplingConfig:
         if self.temperature == 0 and self.k > 1:
             raise ValueError("greedy decoding (temperature=0) gives k identical samples; use k=1 or temperature > 0")
         if self.max_new_tokens < 1 or self.batch_size < 1:
-            raise ValueError("max_new_tokens and batch_size must be >= 1")
+            raise ValueError(
+                f"max_new_tokens and batch_size must be >= 1, got {self.max_new_tokens} and {self.batch_size}"
+            )
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
 
 
 @dataclass
@@ -61,7 +65,9 @@ def load_model(model: str, dtype: str = "auto", device: str | None = None) -> tu
     if dtype == "auto":
         torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     else:
-        torch_dtype = getattr(torch, dtype)
+        torch_dtype = getattr(torch, dtype, None)
+        if not isinstance(torch_dtype, torch.dtype):
+            raise ValueError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
@@ -74,10 +80,19 @@ def render(prompt: Sequence[dict[str, str]] | str, tokenizer: Any, chat_template
     """Prompt text: chat template (with the generation prompt) if available/asked, else the plain contents."""
     if isinstance(prompt, str):
         return prompt
-    use_template = bool(getattr(tokenizer, "chat_template", None)) if chat_template is None else chat_template
-    if use_template:
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if chat_template and not has_template:
+        raise ValueError(
+            "chat template requested (--chat-template yes) but the tokenizer has none; use --chat-template auto or no"
+        )
+    if has_template if chat_template is None else chat_template:
         return tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
-    return "\n\n".join(m["content"] for m in prompt) + "\n\n"
+    return plain_prompt(prompt)
+
+
+def plain_prompt(messages: Sequence[dict[str, str]]) -> str:
+    """Chat messages as plain text for a model without a chat template: the contents, separated by blank lines."""
+    return "\n\n".join(m["content"] for m in messages) + "\n\n"
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:

@@ -140,7 +140,9 @@ def merge_results(result_dirs: Sequence[Path], rescore: bool = False) -> dict[st
     """Combine shards of one evaluation (``dipo eval --offset/--limit`` runs with the same task and k) by
     re-aggregating their ``samples.jsonl``; seconds add up. Raises ``ValueError`` if the shards disagree.
     ``rescore`` (math): judge every stored completion again with the current code instead of its stored verdict."""
-    shards = [json.loads((Path(d) / "results.json").read_text()) for d in result_dirs]
+    if not result_dirs:
+        raise ValueError("no shard folders to merge")
+    shards = [_read_shard_results(Path(d)) for d in result_dirs]
     tasks, ks = {s["task"] for s in shards}, {s["sampling"]["k"] for s in shards}
     if len(tasks) != 1 or len(ks) != 1:
         raise ValueError(f"shards differ in task {sorted(tasks)} or k {sorted(ks)}; merge only shards of one run")
@@ -148,8 +150,15 @@ def merge_results(result_dirs: Sequence[Path], rescore: bool = False) -> dict[st
     records: dict[str, list[dict[str, Any]]] = {}
     seconds: dict[str, float] = {}
     for directory, shard in zip(result_dirs, shards, strict=True):
-        for line in (Path(directory) / "samples.jsonl").read_text(encoding="utf-8").splitlines():
-            record = json.loads(line)
+        samples = Path(directory) / "samples.jsonl"
+        shard_records = _read_samples(samples)
+        missing = sorted(set(shard["benchmarks"]) - {r["benchmark"] for r in shard_records})
+        if missing:
+            raise ValueError(
+                f"{samples}: no samples of benchmark(s) {missing} listed in its results.json (an interrupted or "
+                "emptied run?); evaluate that shard again"
+            )
+        for record in shard_records:
             if rescore and task == "math":
                 record = rejudge_math(record)
             records.setdefault(record["benchmark"], []).append(record)
@@ -172,6 +181,38 @@ def merge_results(result_dirs: Sequence[Path], rescore: bool = False) -> dict[st
         "merged_from": [str(d) for d in result_dirs],
         "rescored": bool(rescore and task == "math"),
     }
+
+
+def _read_shard_results(directory: Path) -> dict[str, Any]:
+    """A shard's ``results.json``, checked for the keys :func:`merge_results` needs."""
+    path = directory / "results.json"
+    if not directory.is_dir():
+        raise FileNotFoundError(f"shard folder {str(directory)!r} does not exist")
+    try:
+        shard = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(shard, dict) or not {"task", "sampling", "benchmarks", "seconds"} <= set(shard):
+        raise ValueError(f"{path}: not a dipo eval results.json (needs task, sampling, benchmarks, seconds)")
+    if not shard["benchmarks"]:
+        raise ValueError(f"{path}: the shard evaluated no benchmark")
+    return shard
+
+
+def _read_samples(path: Path) -> list[dict[str, Any]]:
+    """The records of a ``samples.jsonl``; a broken line is reported with its number."""
+    records = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: line {lineno} is not valid JSON ({err})") from err
+        if not isinstance(record, dict) or "benchmark" not in record:
+            raise ValueError(f"{path}: line {lineno} is not a dipo eval sample record")
+        records.append(record)
+    return records
 
 
 def run_benchmarks(
@@ -212,6 +253,8 @@ def run_benchmarks(
 
 
 def _average(per_benchmark: dict[str, dict[str, float]], task: str, k: int) -> dict[str, float]:
+    if not per_benchmark:
+        raise ValueError("no benchmark results to average")
     if task == "math":
         keys = [f"mean@{k}", f"maj@{k}", f"pass@{k}"] + (["pass@1"] if k > 1 else [])
         return {key: sum(m[key] for m in per_benchmark.values()) / len(per_benchmark) for key in keys}

@@ -153,7 +153,10 @@ def load_records(
     limit: int | None = None,
 ) -> list[dict[str, Any]]:
     """Raw rows from a file (``.jsonl``/``.json``/``.parquet``), a folder (a ``save_to_disk`` dataset, or data files
-    inside it) or a Hugging Face Hub id (``datasets.load_dataset(source, config_name, split=split)``)."""
+    inside it) or a Hugging Face Hub id (``datasets.load_dataset(source, config_name, split=split)``).
+    ``limit``: only the first ``limit`` rows (>= 1; None for all)."""
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1 (None for all rows), got {limit}")
     path = Path(source).expanduser()
     if path.is_file():
         rows = _read_file(path)
