@@ -72,3 +72,41 @@ def core_reference(batch: VerlBatch, core_config: DiPOCoreConfig, core: DiPO | N
 def verl_core_config(**overrides) -> DiPOCoreConfig:
     """The DiPOCoreConfig the verl adapter builds for verl's GRPO normalisation (unbiased std, eps 1e-6)."""
     return DiPOCoreConfig(**{"std": "unbiased", "std_eps": VERL_GRPO_EPS, "scale_rewards": "group", **overrides})
+
+
+def full_config(
+    dipo: dict | None = None,
+    loss_agg_mode: str | None = "token-mean",
+    overlong: tuple[int, int, float] | None = None,
+    norm_by_std: bool = True,
+):
+    """An OmegaConf config shaped like a verl run's (``algorithm``, ``actor_rollout_ref.actor``, ``reward``).
+
+    Pass its ``.algorithm`` node to the estimator, as verl's trainers do: the node keeps its link to the whole config.
+    ``overlong=(max_resp_len, buffer_len, penalty_factor)`` turns on the ``dapo`` reward manager's overlong buffer.
+    """
+    import omegaconf
+
+    actor = {} if loss_agg_mode is None else {"loss_agg_mode": loss_agg_mode}
+    reward = {"reward_manager": {"source": "register", "name": "naive"}, "reward_kwargs": {}}
+    if overlong is not None:
+        max_resp_len, buffer_len, factor = overlong
+        reward = {
+            "reward_manager": {"source": "register", "name": "dapo"},
+            "reward_kwargs": {
+                "max_resp_len": max_resp_len,
+                "overlong_buffer_cfg": {"enable": True, "len": buffer_len, "penalty_factor": factor, "log": False},
+            },
+        }
+    algorithm = {"adv_estimator": "dipo", "norm_adv_by_std_in_grpo": norm_by_std, "filter_groups": {"enable": False}}
+    if dipo is not None:
+        algorithm["dipo"] = dipo
+    return omegaconf.OmegaConf.create(
+        {"algorithm": algorithm, "actor_rollout_ref": {"actor": actor}, "reward": reward}
+    )
+
+
+def dapo_overlong_penalty(lengths: torch.Tensor, max_resp_len: int, buffer_len: int, factor: float = 1.0):
+    """DAPO's soft overlong penalty, written out as verl 0.9.1's ``dapo`` reward manager computes it (float32)."""
+    exceed = lengths.float() - (max_resp_len - buffer_len)
+    return torch.clamp(-exceed / buffer_len * factor, max=0.0)

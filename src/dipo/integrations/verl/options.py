@@ -1,10 +1,20 @@
 """DiPO options of a verl run, read from the ``algorithm`` config (``+algorithm.dipo.<name>=...``).
 
-The DiPO options are :class:`dipo.core.DiPOCoreConfig`'s fields (same names, same defaults) plus ``log_probs``, which
-says where the per-token log-probs for the log-PPL (spec §3) come from. The advantage normalisation is *not* a DiPO
-option here: it follows verl's own GRPO (spec §7 [choice: std normalisation as in the base config]), i.e. the
-unbiased ``torch.std`` of each uid group plus verl's epsilon (1e-6), and no division by the std when
-``algorithm.norm_adv_by_std_in_grpo=False`` (Dr.GRPO).
+The DiPO options are :class:`dipo.core.DiPOCoreConfig`'s fields (same names, same defaults) plus three verl ones:
+
+* ``log_probs``: where the per-token log-probs for the log-PPL (spec §3) come from;
+* ``verifier_key``: where the verifier reward R that decides correctness and hard / easy groups (spec §2, §6) comes
+  from — by default verl's score with the DAPO soft overlong penalty taken out again (:data:`VERIFIER_KEYS`);
+* ``loss_agg_mode``: the actor's loss aggregation, which ``realloc_normalizer="separate"`` needs (spec §7); read from
+  ``actor_rollout_ref.actor.loss_agg_mode`` when the run's full config is reachable, as it is in verl's trainers.
+
+The advantage normalisation is *not* a DiPO option here: it follows verl's own GRPO (spec §7 [choice: std
+normalisation as in the base config]), i.e. the unbiased ``torch.std`` of each uid group plus verl's epsilon (1e-6),
+and no division by the std when ``algorithm.norm_adv_by_std_in_grpo=False`` (Dr.GRPO).
+
+verl hands an estimator only its ``algorithm`` config, but in verl's trainers that is a node of the run's OmegaConf
+config, which keeps a link to the whole config: :func:`root_config` follows it to read the actor's
+``loss_agg_mode`` and the ``dapo`` reward manager's overlong-buffer settings.
 """
 
 from __future__ import annotations
@@ -15,11 +25,33 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+from torch import Tensor
+
 from dipo.core import DiPOCoreConfig
 
 #: ``log_probs`` choices: "auto" uses ``old_log_probs`` (π_old, recomputed by the actor before the update) and falls
 #: back to ``rollout_log_probs`` (the inference engine's sampler log-probs); the others require that key.
 LOG_PROB_SOURCES = ("auto", "old_log_probs", "rollout_log_probs")
+
+#: ``verifier_key`` values with a fixed meaning; any other value names a per-row field of ``data.non_tensor_batch``
+#: (e.g. ``acc``, which verl's ``dapo`` reward manager fills from the reward function's result in the legacy trainer).
+#: "auto": verl's score (``token_level_scores``, else ``token_level_rewards``, summed over the row) minus the DAPO
+#: soft overlong penalty when the run uses verl's ``dapo`` reward manager with its overlong buffer on — the pure
+#: verifier reward, in the score's own scale, exactly what the TRL integration uses — and the score otherwise.
+#: "score": the score as is (the overlong penalty, if any, included).
+VERIFIER_KEYS = ("auto", "score")
+
+#: verl's ``actor_rollout_ref.actor.loss_agg_mode`` values and what their loss normaliser counts
+#: (``core_algos.agg_loss`` in verl 0.9.1): tokens of the mini-batch for "token-mean" (``batch_num_tokens``), its rows
+#: for the seq-mean modes (``global_batch_size``), nothing for "token-sum" (a plain sum).
+LOSS_AGG_UNITS: dict[str, str | None] = {
+    "token-mean": "tokens",
+    "seq-mean-token-sum": "rows",
+    "seq-mean-token-mean": "rows",
+    "seq-mean-token-sum-norm": "rows",
+    "token-sum": None,
+}
 
 #: DiPOCoreConfig fields that the verl adapter derives from verl's GRPO settings instead of ``algorithm.dipo``.
 DERIVED_FIELDS = ("scale_rewards", "std", "std_eps")
@@ -38,6 +70,25 @@ def config_get(config: Any, key: str, default: Any = None) -> Any:
         except Exception:  # a frozen dataclass without Mapping support
             pass
     return getattr(config, key, default)
+
+
+def root_config(algorithm_config: Any) -> Any:
+    """The run's whole config that verl's ``algorithm`` config node belongs to, or ``None`` if not reachable.
+
+    verl's trainers pass ``config.algorithm``, an OmegaConf node that keeps a link to the full config (also after
+    pickling into a Ray actor). A stand-alone config (a dict, verl's ``AlgoConfig`` dataclass, an OmegaConf config
+    holding only the algorithm keys) has none.
+    """
+    get_root = getattr(algorithm_config, "_get_root", None)
+    if not callable(get_root):
+        return None
+    try:
+        root = get_root()
+    except Exception:  # not an OmegaConf node after all
+        return None
+    if root is algorithm_config or config_get(root, "algorithm") is None:
+        return None
+    return root
 
 
 def _plain(value: Any) -> Any:
@@ -73,27 +124,127 @@ def check_filter_groups_disabled(algorithm_config: Any) -> None:
 
 
 @dataclass(frozen=True)
+class OverlongPenalty:
+    """DAPO's soft overlong penalty as verl's ``dapo`` reward manager adds it to the score (verl 0.9.1,
+    ``reward_manager/dapo.py``): ``min(-(length - (max_resp_len - buffer_len)) / buffer_len * penalty_factor, 0)``
+    for a response of ``length`` tokens."""
+
+    max_resp_len: int
+    buffer_len: int
+    penalty_factor: float
+
+    def __call__(self, lengths: Tensor) -> Tensor:
+        """The penalty (<= 0) of responses with ``lengths`` tokens, as float64."""
+        exceed = lengths.double() - (self.max_resp_len - self.buffer_len)
+        return torch.clamp(-exceed / self.buffer_len * self.penalty_factor, max=0.0)
+
+
+@dataclass(frozen=True)
 class DiPOVerlOptions:
-    """The DiPO configuration of a verl run: the core config plus the log-prob source."""
+    """The DiPO configuration of a verl run: the core config, the log-prob source, the verifier-reward source and
+    the actor's loss aggregation (``None`` if unknown; needed only by ``realloc_normalizer="separate"``)."""
 
     core: DiPOCoreConfig
     log_probs: str = "auto"
+    verifier_key: str = "auto"
+    loss_agg_mode: str | None = None
+    overlong: OverlongPenalty | None = None
 
     def key(self) -> tuple:
         """Hashable identity of the options (the estimator keeps one DiPO state per distinct configuration)."""
-        return (*sorted(self.core.to_dict().items()), ("log_probs", self.log_probs))
+        return (
+            *sorted(self.core.to_dict().items()),
+            ("log_probs", self.log_probs),
+            ("verifier_key", self.verifier_key),
+            ("loss_agg_mode", self.loss_agg_mode),
+            ("overlong", self.overlong),
+        )
+
+    @property
+    def count_tokens(self) -> bool:
+        """Whether the actor's loss normaliser counts tokens (``token-mean``) rather than rows (the seq-mean modes):
+        the unit of ``realloc_normalizer="separate"``'s ``N_all / N_realloc`` (spec §7)."""
+        return self.loss_agg_mode is None or LOSS_AGG_UNITS[self.loss_agg_mode] == "tokens"
 
 
 def allowed_option_names() -> tuple[str, ...]:
     core_fields = [f.name for f in dataclasses.fields(DiPOCoreConfig) if f.name not in DERIVED_FIELDS]
-    return (*core_fields, "log_probs")
+    return (*core_fields, "log_probs", "verifier_key", "loss_agg_mode")
+
+
+def resolve_loss_agg_mode(option: Any, root: Any) -> str | None:
+    """The actor's ``loss_agg_mode``: ``+algorithm.dipo.loss_agg_mode`` if set, else the run config's
+    ``actor_rollout_ref.actor.loss_agg_mode``; ``None`` if neither is known. Both set and different: an error."""
+    actor = config_get(config_get(root, "actor_rollout_ref"), "actor")
+    from_actor = config_get(actor, "loss_agg_mode")
+    for name, value in (
+        ("algorithm.dipo.loss_agg_mode", option),
+        ("actor_rollout_ref.actor.loss_agg_mode", from_actor),
+    ):
+        if value is not None and value not in LOSS_AGG_UNITS:
+            raise ValueError(f"unknown {name}={value!r}; verl's loss_agg_mode is one of {', '.join(LOSS_AGG_UNITS)}.")
+    if option is not None and from_actor is not None and option != from_actor:
+        raise ValueError(
+            f"algorithm.dipo.loss_agg_mode={option!r} but actor_rollout_ref.actor.loss_agg_mode={from_actor!r}; "
+            "DiPO must use the actor's loss aggregation: drop +algorithm.dipo.loss_agg_mode (it is read from the "
+            "actor config) or make the two equal."
+        )
+    return option if option is not None else from_actor
+
+
+def check_separate_normalizer(core: DiPOCoreConfig, loss_agg_mode: str | None) -> None:
+    """``realloc_normalizer="separate"`` rescales α·A^r by ``N_all / N_realloc`` counted in the unit the actor's loss
+    divides by (spec §7), so it needs the loss aggregation; "token-sum" divides by nothing."""
+    if core.realloc_normalizer != "separate":
+        return
+    if loss_agg_mode is None:
+        raise ValueError(
+            "algorithm.dipo.realloc_normalizer='separate' counts the second objective's own normaliser in the unit "
+            "the actor's loss divides by (tokens for token-mean, responses for the seq-mean-* modes), but the actor's "
+            "loss_agg_mode is not reachable from the algorithm config this estimator received. Set "
+            "+algorithm.dipo.loss_agg_mode=<actor_rollout_ref.actor.loss_agg_mode> (e.g. token-mean)."
+        )
+    if LOSS_AGG_UNITS[loss_agg_mode] is None:
+        raise ValueError(
+            f"algorithm.dipo.realloc_normalizer='separate' has no meaning with loss_agg_mode={loss_agg_mode!r}: that "
+            "loss is a plain sum with no normaliser to separate. Use realloc_normalizer='shared'."
+        )
+
+
+def dapo_overlong_penalty(root: Any) -> OverlongPenalty | None:
+    """The overlong penalty verl's ``dapo`` reward manager adds to every score, from the run config's ``reward``
+    block (``reward_manager.name=dapo``, ``reward_kwargs.overlong_buffer_cfg.enable=True``); ``None`` otherwise."""
+    reward = config_get(root, "reward")
+    manager = config_get(reward, "reward_manager")
+    if config_get(manager, "name") != "dapo" or config_get(manager, "source", "register") not in (None, "register"):
+        return None
+    kwargs = config_get(reward, "reward_kwargs")
+    buffer = config_get(kwargs, "overlong_buffer_cfg")
+    if buffer is None or not bool(config_get(buffer, "enable", False)):
+        return None
+    settings = {
+        "reward.reward_kwargs.max_resp_len": config_get(kwargs, "max_resp_len"),
+        "reward.reward_kwargs.overlong_buffer_cfg.len": config_get(buffer, "len"),
+        "reward.reward_kwargs.overlong_buffer_cfg.penalty_factor": config_get(buffer, "penalty_factor"),
+    }
+    missing = [name for name, value in settings.items() if value is None]
+    if missing:
+        raise ValueError(
+            f"verl's dapo reward manager has its overlong buffer on but {', '.join(missing)} is not set; DiPO needs "
+            "it to take the overlong penalty out of the verifier reward (or set +algorithm.dipo.verifier_key=score)."
+        )
+    max_resp_len, buffer_len, factor = settings.values()
+    if int(buffer_len) <= 0:
+        raise ValueError(f"reward.reward_kwargs.overlong_buffer_cfg.len must be > 0, got {buffer_len}.")
+    return OverlongPenalty(int(max_resp_len), int(buffer_len), float(factor))
 
 
 def parse_dipo_options(algorithm_config: Any) -> DiPOVerlOptions:
     """Build :class:`DiPOVerlOptions` from verl's ``algorithm`` config (its ``dipo`` sub-config may be absent).
 
     Raises ``ValueError`` on unknown keys, on keys that verl's GRPO settings determine, on invalid values (via
-    :class:`DiPOCoreConfig`), and if DAPO's group filter is on.
+    :class:`DiPOCoreConfig`), if DAPO's group filter is on, and for ``realloc_normalizer="separate"`` without a known
+    (or with a normaliser-free) loss aggregation.
     """
     check_filter_groups_disabled(algorithm_config)
     raw = _plain(config_get(algorithm_config, "dipo"))
@@ -121,6 +272,14 @@ def parse_dipo_options(algorithm_config: Any) -> DiPOVerlOptions:
         raise ValueError(
             f"unknown algorithm.dipo.log_probs={log_probs!r}; choose one of {', '.join(map(repr, LOG_PROB_SOURCES))}."
         )
+    verifier_key = options.pop("verifier_key", "auto")
+    if not isinstance(verifier_key, str) or not verifier_key:
+        raise ValueError(
+            f"algorithm.dipo.verifier_key must be 'auto', 'score' or the name of a per-row reward field such as "
+            f"'acc', got {verifier_key!r}."
+        )
+    root = root_config(algorithm_config)
+    loss_agg_mode = resolve_loss_agg_mode(options.pop("loss_agg_mode", None), root)
     norm_by_std = bool(config_get(algorithm_config, "norm_adv_by_std_in_grpo", True))
     core = DiPOCoreConfig(
         **options,
@@ -128,4 +287,11 @@ def parse_dipo_options(algorithm_config: Any) -> DiPOVerlOptions:
         std="unbiased",
         std_eps=verl_grpo_epsilon(),
     )
-    return DiPOVerlOptions(core=core, log_probs=log_probs)
+    check_separate_normalizer(core, loss_agg_mode)
+    return DiPOVerlOptions(
+        core=core,
+        log_probs=log_probs,
+        verifier_key=verifier_key,
+        loss_agg_mode=loss_agg_mode,
+        overlong=dapo_overlong_penalty(root) if verifier_key == "auto" else None,
+    )

@@ -9,13 +9,13 @@ perplexity, spec §3) reaches only the built-in GDPO / OTB estimators. Open PR v
 The gate is a behavioural probe, not a version guess: :func:`verl_passes_batch` calls verl's own ``compute_advantage``
 with a throw-away estimator and checks whether it received the batch. Only if it did not is the shim installed: it
 wraps ``compute_advantage`` so that, for ``adv_estimator == "dipo"``, the ``DataProto`` is visible to the estimator
-through :func:`current_batch` during the call. Everything else in verl's code path is unchanged. Modules that
-imported ``compute_advantage`` by name (``verl.trainer.ppo.v1.utils``) are re-pointed to the wrapper.
+through :func:`current_batch` (and its per-row extras through ``current_non_tensor_batch``; both live in the leaf
+module ``context.py``) during the call. Everything else in verl's code path is unchanged. Modules that imported
+``compute_advantage`` by name (``verl.trainer.ppo.v1.utils``) are re-pointed to the wrapper.
 """
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import logging
 import sys
@@ -23,23 +23,12 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from dipo.integrations.verl.context import current_batch, exposing_data, is_dipo_estimator  # noqa: F401 (re-export)
+
 logger = logging.getLogger(__name__)
 
-_CURRENT_DATA: contextvars.ContextVar[Any] = contextvars.ContextVar("dipo_verl_current_data", default=None)
 _SHIM_ATTR = "__dipo_shim__"
 _SHIM_STATE: dict[str, Any] = {"installed": False, "verl_passes_batch": None, "patched_modules": []}
-
-
-def current_batch() -> Any:
-    """``data.batch`` of the ``compute_advantage`` call in progress (``None`` outside the shim)."""
-    data = _CURRENT_DATA.get()
-    return None if data is None else data.batch
-
-
-def _is_dipo(adv_estimator: Any) -> bool:
-    from dipo.integrations.verl.estimator import ESTIMATOR_NAME
-
-    return getattr(adv_estimator, "value", adv_estimator) == ESTIMATOR_NAME
 
 
 def wrap_compute_advantage(compute_advantage: Callable[..., Any]) -> Callable[..., Any]:
@@ -49,13 +38,10 @@ def wrap_compute_advantage(compute_advantage: Callable[..., Any]) -> Callable[..
 
     @functools.wraps(compute_advantage)
     def compute_advantage_with_batch(data: Any, adv_estimator: Any, *args: Any, **kwargs: Any) -> Any:
-        if not _is_dipo(adv_estimator):
+        if not is_dipo_estimator(adv_estimator):
             return compute_advantage(data, adv_estimator, *args, **kwargs)
-        token = _CURRENT_DATA.set(data)
-        try:
+        with exposing_data(data):
             return compute_advantage(data, adv_estimator, *args, **kwargs)
-        finally:
-            _CURRENT_DATA.reset(token)
 
     setattr(compute_advantage_with_batch, _SHIM_ATTR, True)
     return compute_advantage_with_batch
