@@ -7,7 +7,8 @@ Examples::
     dipo eval --model Qwen/Qwen3-8B --task math --dataset aime24.jsonl --prompt-field problem --answer-field answer
 
 Writes ``results.json``, ``results.md`` and ``samples.jsonl`` (every completion with its verdict) to
-``--output-dir``.
+``--output-dir``; a folder that already holds results is refused unless ``--overwrite`` is given. Every option is
+checked before the model is loaded or a file is touched; bad input is one line on stderr (exit code 2).
 """
 
 from __future__ import annotations
@@ -19,8 +20,12 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from dipo.cli.errors import non_negative_int, positive_int
+
+if TYPE_CHECKING:
+    from dipo.evaluation import SamplingConfig
 
 logger = logging.getLogger("dipo.eval")
 
@@ -180,13 +185,13 @@ def _same_dir(a: Path, b: Path) -> bool:
         return False
 
 
-def _sampling(args: argparse.Namespace) -> object:
+def _sampling(args: argparse.Namespace) -> SamplingConfig:
     """The sampling configuration; task defaults only for options that were not given (0 is not "not given")."""
     from dipo.evaluation import SamplingConfig
 
     math_task = args.task == "math"
 
-    def default(value: object, math_value: object, toolcall_value: object) -> object:
+    def default(value: Any, math_value: Any, toolcall_value: Any) -> Any:
         return value if value is not None else (math_value if math_task else toolcall_value)
 
     return SamplingConfig(
@@ -235,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(args: argparse.Namespace) -> tuple:
+def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     """Model and tokenizer; ``--chat-template yes`` needs a tokenizer with a chat template."""
     import torch
 

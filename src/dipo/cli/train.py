@@ -9,6 +9,11 @@ command line (``--learning_rate 1e-6``) and/or in a YAML file (``--config recipe
     dipo train --model_name_or_path smollm2-135m-instruct --task math --dataset math_train --preset dipo \\
         --max_steps 1 --per_device_train_batch_size 2 --num_generations 2 --max_completion_length 32 \\
         --output_dir runs/smoke
+    dipo train --config recipes/smoke_smollm2_math.yaml --resume_from_checkpoint true   # latest checkpoint
+
+An ``output_dir`` that already holds checkpoints or a trained model is refused unless the run resumes
+(``--resume_from_checkpoint``) or ``--overwrite_output_dir`` is given. Bad input (missing files, invalid values, an
+unwritable folder) is one line on stderr with exit code 2.
 """
 
 from __future__ import annotations
