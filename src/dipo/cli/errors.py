@@ -12,8 +12,9 @@ import tempfile
 from pathlib import Path
 
 #: Exceptions that mean "bad input or environment" (a missing/unreadable file, a read-only folder, a YAML syntax
-#: error, an invalid value) rather than a bug: reported as one line. ``yaml.YAMLError`` is added when available.
-INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
+#: error, an invalid value, a missing asset package) rather than a bug: reported as one line. ``yaml.YAMLError`` is
+#: added when available.
+INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, ModuleNotFoundError)
 try:  # PyYAML comes with transformers / TRL; the commands that read YAML need it anyway
     import yaml
 
