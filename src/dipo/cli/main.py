@@ -16,6 +16,7 @@ SUBCOMMANDS: dict[str, str] = {
     "train": "Train a model on a real task (math or function calling) with a GRPO/DAPO/DiPO preset.",
     "eval": "Evaluate a model folder: mean@k, maj@k, pass@k (math) or BFCL accuracy (function calling).",
     "assets": "Install the offline real assets (SmolLM2-135M, GSM8K/MATH, BFCL) and convert the model.",
+    "probe": "Check DiPO's premise on a model and task: PPL vs correctness, judgment, AUROC, BRR reach.",
 }
 
 

@@ -72,3 +72,34 @@ def aggregate(
         maj = [maj_at_k(a, c) for a, c in zip(answers, per_problem, strict=True)]
         out[f"maj@{n}"] = 100.0 * sum(maj) / len(maj)
     return out
+
+
+def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:
+    """Area under the ROC curve of ``scores`` for the binary ``labels`` (Mann-Whitney form, ties count one half).
+
+    The probability that a random positive scores higher than a random negative:
+    ``(#{(p, n): s_p > s_n} + ½ #{(p, n): s_p = s_n}) / (#pos · #neg)``, computed from midranks in O(n log n).
+    NaN scores must be removed by the caller. Returns NaN if either class is empty (AUROC is undefined then).
+    For "low perplexity ⇒ correct", pass ``scores = -log_ppl`` and ``labels = correct``.
+    """
+    if len(scores) != len(labels):
+        raise ValueError(f"auroc: {len(scores)} scores but {len(labels)} labels")
+    if any(math.isnan(float(s)) for s in scores):
+        raise ValueError("auroc: NaN score; drop the rows without a score first")
+    n_pos = sum(bool(y) for y in labels)
+    n_neg = len(labels) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    order = sorted(range(len(scores)), key=lambda i: float(scores[i]))
+    ranks = [0.0] * len(scores)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and float(scores[order[j + 1]]) == float(scores[order[i]]):
+            j += 1
+        midrank = (i + j) / 2 + 1  # ranks are 1-based; tied values share their mean rank
+        for t in range(i, j + 1):
+            ranks[order[t]] = midrank
+        i = j + 1
+    rank_sum = sum(r for r, y in zip(ranks, labels, strict=True) if y)
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)

@@ -1,0 +1,129 @@
+"""``dipo probe``: does DiPO's premise hold for this model and task? Check it before training.
+
+Samples k responses per prompt with the training sampler's settings, scores them with the task's reward and reports
+τ*, the advantage judgment (Δ_EiS, Δ_ErS, Wilson intervals), the AUROC of perplexity for correctness, quadrant and
+group fractions, how many extreme groups BRR would reallocate under each membership rule, and PPL histograms of
+correct vs wrong responses (overall and by response length). Every quantity comes from ``dipo.core``.
+
+Examples::
+
+    dipo probe --model smollm2-135m-instruct --task nl_arithmetic --dataset add1 --limit 128 -k 8 --threads 1
+    dipo probe --model ~/.cache/dipo/warmstart/<key> --task arithmetic --limit 128
+    dipo probe --model ./ckpt --task math --dataset gsm8k --limit 64 --offset 64 --output-dir out/probe-b
+    dipo probe --merge out/probe-a out/probe-b --output-dir out/probe
+
+Writes ``meta.json``, ``samples.jsonl``, ``probe.json``, ``probe.md`` and ``ppl_hist*.png`` to ``--output-dir``;
+refuses an existing probe folder unless ``--resume`` (same settings, continue) or ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="model folder, Hub id, or 'smollm2-135m-instruct' (offline)")
+    parser.add_argument(
+        "--task", default="nl_arithmetic", help="a registered task: math, toolcall, arithmetic, nl_arithmetic"
+    )
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        help="task data: nl_arithmetic levels (add1, mul1, add2, word; comma list), arithmetic levels (1-5), math "
+        "benchmark (gsm8k, math500, ...) or BFCL category, or a file / Hub id (default: the task's)",
+    )
+    parser.add_argument("--split", default=None, help="split (nl_arithmetic / arithmetic: train, heldout; files)")
+    parser.add_argument("-k", "--num-samples", type=int, default=None, help="samples per prompt (default 8)")
+    parser.add_argument("--limit", type=int, default=128, help="number of prompts (default 128)")
+    parser.add_argument("--offset", type=int, default=0, help="skip the first N prompts (to shard a probe)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (TRL's default 1.0)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (TRL's default 1.0)")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="max response tokens (default: the task's)")
+    parser.add_argument("--chat-template", choices=["auto", "yes", "no"], default="auto")
+    parser.add_argument("--batch-size", type=int, default=4, help="prompts per generate call (x k sequences)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the prompts (generated tasks) and the sampler")
+    parser.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, ...")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--truncated",
+        choices=["exclude", "include"],
+        default="exclude",
+        help="responses without EOS within --max-new-tokens: 'exclude' from the PPL analysis (as DAPO's overlong "
+        "filtering, the dapo/dipo presets) or 'include'",
+    )
+    parser.add_argument(
+        "--judgment-confidence",
+        type=float,
+        default=0.95,
+        help="Wilson confidence of the judgment; 0 = point estimates",
+    )
+    parser.add_argument(
+        "--batch-prompts", type=int, default=8, help="prompts per simulated training step in the DiPO replay (0: off)"
+    )
+    parser.add_argument("--length-bins", type=int, default=3, help="response-length bins of the split by length")
+    parser.add_argument("--output-dir", default="probe_results")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing probe in --output-dir")
+    parser.add_argument("--resume", action="store_true", help="continue an unfinished probe in --output-dir")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--merge", nargs="+", default=None, metavar="DIR", help="combine probe shards into --output-dir (no sampling)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from dipo.probe import AnalysisConfig, merge_probes, run_probe
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        analysis = AnalysisConfig(
+            truncated=args.truncated,
+            judgment_confidence=args.judgment_confidence or None,
+            batch_prompts=args.batch_prompts,
+            length_bins=args.length_bins,
+        )
+        if args.merge:
+            out = merge_probes(args.merge, args.output_dir, analysis, overwrite=args.overwrite)
+        else:
+            if not args.model:
+                raise ValueError("--model is required (a folder, a Hub id or 'smollm2-135m-instruct')")
+            out = run_probe(
+                model=args.model,
+                task=args.task,
+                output_dir=args.output_dir,
+                dataset=args.dataset,
+                split=args.split,
+                k=args.num_samples,
+                limit=args.limit,
+                offset=args.offset,
+                temperature=args.temperature,
+                top_p=args.top_p,
+                max_new_tokens=args.max_new_tokens,
+                chat_template={"auto": None, "yes": True, "no": False}[args.chat_template],
+                batch_size=args.batch_size,
+                seed=args.seed,
+                dtype=args.dtype,
+                device=args.device,
+                overwrite=args.overwrite,
+                resume=args.resume,
+                analysis=analysis,
+                show_progress=not args.no_progress,
+            )
+    except (ValueError, KeyError, FileExistsError, FileNotFoundError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"dipo probe: {message}", file=sys.stderr)
+        return 2
+    from dipo.probe.report import verdict
+
+    result = out["result"]
+    print(verdict(result))
+    print(json.dumps({key: result.get(key) for key in ("accuracy", "threshold_ppl", "auroc", "groups")}, indent=1))
+    print(f"report written to {args.output_dir}/probe.md (probe.json, samples.jsonl, ppl_hist*.png)")
+    return 0

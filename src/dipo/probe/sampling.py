@@ -1,0 +1,132 @@
+"""Sampling for ``dipo probe``: k responses per prompt with the per-token log-probs of the policy that sampled them.
+
+**Which distribution.** The log-prob of response token y_t is ``log softmax(z_t / T)[y_t]``, where ``z_t`` are the
+model's raw logits at that step (``generate(..., output_logits=True)``) and ``T`` the sampling temperature: the
+*tempered* policy, exactly what TRL's old / sampler per-token log-probs are (TRL divides the logits by the
+temperature; it applies no top-p / top-k truncation to them). With ``top_p = 1`` this is the distribution the tokens
+were drawn from; with ``top_p < 1`` tokens were drawn from the truncated version of it, as in training.
+
+**Which tokens.** Response tokens up to and including the first EOS (TRL's completion mask); prompt and padding
+tokens are excluded. A response that hits the length limit without EOS is *truncated*; the analysis decides whether
+it gets a PPL (DAPO's overlong filtering masks it out of the loss and so out of DiPO's queue).
+
+Records are plain dicts, one per sample, appended to ``samples.jsonl`` one batch at a time so that an interrupted
+probe resumes where it stopped (``dipo probe --resume``) and reproduces the same samples: batches are formed in a
+fixed order (prompts sorted by length) and batch b is seeded with ``seed + b`` whatever was done before.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from dipo.evaluation.generation import SamplingConfig, render
+from dipo.tasks.data import TaskRow
+
+
+def eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Every token id that ends a response: the model's generation-config EOS ids and the tokenizer's EOS."""
+    ids = model.generation_config.eos_token_id
+    ids = list(ids) if isinstance(ids, (list, tuple)) else ([ids] if ids is not None else [])
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+def batch_plan(rows: Sequence[TaskRow], tokenizer: Any, config: SamplingConfig) -> list[list[int]]:
+    """Row indices of each generation batch: rows sorted by rendered prompt length, ``batch_size`` per batch."""
+    lengths = [len(render(r.prompt, tokenizer, config.chat_template)) for r in rows]
+    order = sorted(range(len(rows)), key=lambda i: (lengths[i], i))
+    return [order[b : b + config.batch_size] for b in range(0, len(order), config.batch_size)]
+
+
+@torch.inference_mode()
+def sample_batch(
+    model: Any, tokenizer: Any, rows: Sequence[TaskRow], config: SamplingConfig, batch_index: int
+) -> list[list[dict[str, Any]]]:
+    """``config.k`` samples of every row (one ``generate`` call), each with its per-token tempered log-probs.
+
+    Returns, per row, ``k`` dicts: ``completion`` (decoded, special tokens dropped), ``num_tokens`` (incl. EOS),
+    ``truncated`` (no EOS within ``max_new_tokens``), ``token_ids`` and ``token_logps`` (one per counted token).
+    """
+    if config.temperature <= 0:
+        raise ValueError("dipo probe needs sampling (temperature > 0): the premise is about sampled groups")
+    texts = [render(r.prompt, tokenizer, config.chat_template) for r in rows]
+    has_template = (
+        bool(getattr(tokenizer, "chat_template", None)) if config.chat_template is None else config.chat_template
+    )
+    add_special = not (has_template and all(not isinstance(r.prompt, str) for r in rows))
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=add_special)
+    device = next(model.parameters()).device
+    enc = {key: value.to(device) for key, value in enc.items()}
+    stop = eos_ids(model, tokenizer)
+    torch.manual_seed(config.seed + batch_index)
+    out = model.generate(
+        **enc,
+        max_new_tokens=config.max_new_tokens,
+        do_sample=True,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        top_k=0,
+        num_return_sequences=config.k,
+        eos_token_id=stop,
+        pad_token_id=tokenizer.pad_token_id,
+        return_dict_in_generate=True,
+        output_logits=True,
+    )
+    completion = out.sequences[:, enc["input_ids"].shape[1] :]
+    logits = torch.stack(out.logits, dim=1).float()  # [rows*k, T, V], raw (before temperature / top-p)
+    logps = torch.log_softmax(logits / config.temperature, dim=-1)
+    token_logps = logps.gather(-1, completion[:, : logits.shape[1]].unsqueeze(-1)).squeeze(-1).cpu()
+    completion = completion.cpu()
+    results: list[list[dict[str, Any]]] = [[] for _ in rows]
+    for seq in range(completion.shape[0]):
+        ids = completion[seq].tolist()
+        ended = next((j for j, t in enumerate(ids) if t in stop), None)
+        length = ended + 1 if ended is not None else len(ids)
+        results[seq // config.k].append(
+            {
+                "completion": tokenizer.decode(ids[:length], skip_special_tokens=True),
+                "num_tokens": length,
+                "truncated": ended is None,
+                "token_ids": ids[:length],
+                "token_logps": [round(float(x), 6) for x in token_logps[seq, :length]],
+            }
+        )
+    return results
+
+
+def sample_rows(
+    model: Any,
+    tokenizer: Any,
+    rows: Sequence[TaskRow],
+    config: SamplingConfig,
+    on_batch: Callable[[list[int], list[list[dict[str, Any]]], float], None],
+    done: set[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> float:
+    """Sample every row batch by batch, calling ``on_batch(row_indices, samples, seconds)`` after each batch.
+
+    Batches whose rows are all in ``done`` (row ids) are skipped; the others keep their batch index (and so their
+    seed), so a resumed probe produces the samples an uninterrupted one would have. Returns the seconds spent.
+    """
+    done = done or set()
+    plan = batch_plan(rows, tokenizer, config)
+    spent = 0.0
+    finished = 0
+    for batch_index, idx in enumerate(plan):
+        if all(rows[i].id in done for i in idx):
+            finished += len(idx)
+            continue
+        start = time.perf_counter()
+        samples = sample_batch(model, tokenizer, [rows[i] for i in idx], config, batch_index)
+        seconds = time.perf_counter() - start
+        spent += seconds
+        on_batch(idx, samples, seconds)
+        finished += len(idx)
+        if progress:
+            progress(finished, len(rows))
+    return spent

@@ -1,0 +1,65 @@
+"""Task registry: built-in lookups, registration, duplicate and unknown-name errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from dipo.tasks import registry
+from dipo.tasks.data import TaskRow
+from dipo.tasks.registry import TaskDefaults, get_task, list_tasks, register_task
+
+
+def test_builtin_tasks_are_registered():
+    assert {"math", "toolcall", "arithmetic", "nl_arithmetic"} <= set(list_tasks())
+    spec = get_task("nl_arithmetic")
+    assert spec.binary and spec.defaults.max_new_tokens == 16 and spec.defaults.dataset == "add1"
+
+
+def test_nl_arithmetic_loader_and_reward():
+    spec = get_task("nl_arithmetic")
+    rows = spec.load(dataset="add1,mul1", split="heldout", limit=5, seed=1)
+    assert len(rows) == 5 and all(isinstance(r, TaskRow) for r in rows)
+    assert {r.meta["level"] for r in rows} <= {"add1", "mul1"}
+    shifted = spec.load(dataset="add1,mul1", split="heldout", limit=3, offset=2, seed=1)
+    assert [r.id for r in shifted] == [r.id for r in rows[2:5]]
+    reward = spec.make_reward()
+    assert reward(prompts=None, completions=[rows[0].answer, "x"], answer=[rows[0].answer] * 2) == [1.0, 0.0]
+    with pytest.raises(ValueError, match="unknown options"):
+        spec.load(dataset="add1", limit=1, colour="red")
+
+
+def test_arithmetic_loader_matches_the_demo_task_and_reward():
+    from dipo.tasks.arithmetic import ArithmeticTask
+
+    spec = get_task("arithmetic")
+    rows = spec.load(dataset="1,2", limit=4, seed=0)
+    items = ArithmeticTask(levels=(1, 2), ops=("+",)).sample(4, seed=0, split="heldout")
+    assert [(r.prompt, r.answer) for r in rows] == [(it.prompt, it.answer) for it in items]
+    assert spec.defaults.chat_template is False
+    reward = spec.make_reward()
+    assert reward(prompts=None, completions=[rows[0].answer, "x"], answer=[rows[0].answer] * 2) == [1.0, 0.0]
+    with pytest.raises(ValueError, match="comma list of levels"):
+        spec.load(dataset="one", limit=1)
+
+
+def test_unknown_task_lists_the_registered_ones():
+    with pytest.raises(KeyError, match="unknown task 'nope'; registered tasks: arithmetic, math"):
+        get_task("nope")
+
+
+def test_register_and_duplicate(monkeypatch):
+    monkeypatch.setattr(registry, "_TASKS", dict(registry._TASKS))
+
+    @register_task("unit_test_task", reward=lambda: lambda **kw: [], defaults=TaskDefaults(k=4))
+    def load(*, dataset=None, split="train", limit=None, offset=0, seed=0, **options):
+        return [TaskRow("p", "1", "id-0", "unit")]
+
+    assert get_task("unit_test_task").defaults.k == 4
+    assert get_task("unit_test_task").load()[0].id == "id-0"
+    with pytest.raises(ValueError, match="already registered"):
+        register_task("unit_test_task", reward=lambda: None)(load)
+    register_task("unit_test_task", reward=lambda: None, overwrite=True)(load)
+    with pytest.raises(ValueError, match="non-empty string"):
+        register_task("", reward=lambda: None)
+    with pytest.raises(TypeError, match="reward must be a callable"):
+        register_task("x", reward=None)  # type: ignore[arg-type]
