@@ -150,3 +150,36 @@ def test_dipo_with_verl_default_algorithm_yaml():
     data = ray_trainer.compute_advantage(to_data_proto(batch), algorithm.adv_estimator, config=algorithm)
     assert np.isfinite(data.batch["advantages"].numpy()).all()
     torch.testing.assert_close(data.batch["advantages"], direct(batch, algorithm))
+
+
+def _imported_modules(path) -> set[str]:
+    """Every module a source file imports, at top level or inside functions (relative imports resolved)."""
+    import ast
+
+    package = "dipo.integrations.verl"
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_estimator_and_shim_do_not_import_each_other():
+    """The shared names live in the leaf module ``context.py``; neither module imports the other (no cycle)."""
+    from pathlib import Path
+
+    import dipo.integrations.verl as plugin
+
+    folder = Path(plugin.__file__).parent
+    estimator, shim, context = (_imported_modules(folder / f"{name}.py") for name in ("estimator", "shim", "context"))
+    assert not {m for m in estimator if m.startswith("dipo.integrations.verl.shim")}
+    assert not {m for m in shim if m.startswith("dipo.integrations.verl.estimator")}
+    assert not {m for m in context if m.startswith("dipo")}, "context.py must stay a leaf module"
+    assert "dipo.integrations.verl.context" in estimator and "dipo.integrations.verl.context" in shim
