@@ -183,3 +183,33 @@ def test_estimator_and_shim_do_not_import_each_other():
     assert not {m for m in shim if m.startswith("dipo.integrations.verl.estimator")}
     assert not {m for m in context if m.startswith("dipo")}, "context.py must stay a leaf module"
     assert "dipo.integrations.verl.context" in estimator and "dipo.integrations.verl.context" in shim
+
+
+def test_shim_passes_reward_extras_and_attention_mask_to_the_verifier():
+    """Legacy-trainer batches carry ``acc`` (reward_extra_info) and ``attention_mask``: both reach the estimator."""
+    from dipo.integrations.verl import get_estimator_state
+    from verl_helpers import dapo_overlong_penalty, full_config
+
+    batch = shuffled_batch(7)
+    lengths = batch.response_mask.sum(-1)
+    max_resp_len, buffer_len = batch.response_mask.shape[1], 4
+    penalty = dapo_overlong_penalty(lengths, max_resp_len, buffer_len)
+    signed = batch.rewards * 2 - 1
+    token_rewards = torch.zeros_like(batch.token_level_rewards)
+    token_rewards[torch.arange(len(lengths)), lengths.long() - 1] = signed + penalty
+    data = to_data_proto(batch)
+    data.batch["token_level_rewards"] = token_rewards
+    prompt = torch.ones(len(lengths), 3)
+    data.batch["attention_mask"] = torch.cat([prompt, batch.response_mask], dim=1)
+    data.non_tensor_batch["acc"] = np.array([bool(r) for r in batch.rewards], dtype=object)
+
+    graded = {"reward_mode": "graded", "correct_threshold": 0.0}
+    config = full_config(graded, overlong=(max_resp_len, buffer_len, 1.0)).algorithm
+    ray_trainer.compute_advantage(data, "dipo", config=config)
+    verifier = get_estimator_state(config).last_verifier
+    assert verifier.source == "score - overlong penalty" and verifier.frac_penalised > 0
+    torch.testing.assert_close(verifier.rewards, signed.double())
+
+    acc_config = full_config({"verifier_key": "acc"}).algorithm
+    ray_trainer.compute_advantage(data, "dipo", config=acc_config)
+    torch.testing.assert_close(get_estimator_state(acc_config).last_verifier.rewards, batch.rewards.double())
