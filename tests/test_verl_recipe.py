@@ -15,6 +15,7 @@ from verl.trainer.ppo.utils import need_critic, need_reference_policy  # noqa: E
 from verl.utils.config import validate_config  # noqa: E402
 
 from dipo.integrations.verl import parse_dipo_options  # noqa: E402
+from dipo.integrations.verl.options import OverlongPenalty  # noqa: E402
 from dipo.integrations.verl.trainer import check_dipo_trainer_config  # noqa: E402
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "verl"
@@ -43,7 +44,18 @@ def test_recipe_config_has_dapo_settings_and_dipo_options():
     opts = parse_dipo_options(cfg.algorithm)
     assert (opts.core.alpha, opts.core.reward_mode, opts.core.correct_threshold) == (0.1, "graded", 0.0)
     assert (opts.core.std_eps, opts.core.scale_rewards) == (1e-6, "group")
+    # The verifier reward takes the dapo manager's overlong penalty out; loss_agg_mode comes from the actor config.
+    assert (opts.verifier_key, opts.loss_agg_mode) == ("auto", "token-mean")
+    assert opts.overlong == OverlongPenalty(max_resp_len=20480, buffer_len=4096, penalty_factor=1.0)
     check_dipo_trainer_config(cfg)
+
+
+def test_recipe_separate_normalizer_follows_the_actor_loss_agg_mode():
+    base = ["actor_rollout_ref.rollout.name=vllm", "algorithm.dipo.realloc_normalizer=separate"]
+    assert parse_dipo_options(compose(base).algorithm).count_tokens
+    seq = compose([*base, "actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-mean"])
+    assert parse_dipo_options(seq.algorithm).loss_agg_mode == "seq-mean-token-mean"
+    assert not parse_dipo_options(seq.algorithm).count_tokens
 
 
 def test_run_script_overrides_compose_and_validate():
@@ -52,6 +64,7 @@ def test_run_script_overrides_compose_and_validate():
     cfg = compose(overrides)  # Hydra rejects any key that does not exist in verl's config
     assert cfg.trainer.nnodes == 4 and cfg.actor_rollout_ref.rollout.n == 16
     assert cfg.reward.reward_kwargs.max_resp_len == 20480
+    assert parse_dipo_options(cfg.algorithm).overlong == OverlongPenalty(20480, 4096, 1.0)
     check_dipo_trainer_config(cfg)
     validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
 
