@@ -194,3 +194,25 @@ def test_trl_and_verl_classify_the_same_dapo_rewards_the_same_way(tmp_path):
     assert torch.equal(verl_selected, torch.arange(num_groups) * group_size + trl_out.selected)
     assert torch.equal(verl_out.realloc_mask[rows_back], trl_out.realloc_mask)
     assert bool(trl_out.realloc_hard.any()) and bool(trl_out.realloc_easy.any())
+
+
+def test_in_reward_kl_penalty_stays_out_of_the_verifier_reward():
+    """``use_kl_in_reward=True``: verl's token_level_rewards = token_level_scores − β·KL; R comes from the scores."""
+    from verl.trainer.ppo import core_algos
+
+    batch = make_batch(seed=4)
+    kl = 0.01 * torch.rand(batch.response_mask.shape, generator=torch.Generator().manual_seed(1)) * batch.response_mask
+    rewards_with_kl = batch.token_level_rewards - kl
+    config = full_config({"judgment": False}).algorithm  # binary mode: refuses anything but 0/1
+    adv, _ = compute_dipo_outcome_advantage(
+        rewards_with_kl,
+        batch.response_mask,
+        batch.uids,
+        config,
+        {"old_log_probs": batch.old_log_probs, "token_level_scores": batch.token_level_rewards},
+    )
+    state = get_estimator_state(config)
+    torch.testing.assert_close(state.last_verifier.rewards, batch.rewards.double())
+    grpo, _ = core_algos.compute_grpo_outcome_advantage(rewards_with_kl, batch.response_mask, batch.uids)
+    expected = grpo + state.last_output.advantage_delta.float().unsqueeze(-1) * batch.response_mask
+    torch.testing.assert_close(adv, expected)
