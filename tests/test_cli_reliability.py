@@ -268,6 +268,21 @@ def test_merge_of_an_emptied_shard_is_a_clear_error(workspace: Path, tmp_path: P
     assert "is one of the shards" in error_line(capsys)
 
 
+def test_model_path_or_hub_id(tmp_path: Path) -> None:
+    from dipo.cli.errors import check_model_source, looks_like_path, model_load_error
+
+    assert [looks_like_path(v) for v in ("Qwen/Qwen3-8B", "smollm2-135m-instruct", "mymodel")] == [False] * 3
+    assert all(looks_like_path(v) for v in ("./m", "../m", "~/m", "/m", "runs/a/checkpoint-2"))
+    check_model_source("Qwen/Qwen3-8B")  # a Hub id is left to transformers
+    with pytest.raises(FileNotFoundError, match="model folder '~/no/such' does not exist"):
+        check_model_source("~/no/such")
+    hub_error = OSError("We couldn't connect to 'https://huggingface.co'")
+    assert "'runs/mine' is not a local folder, and loading it as a Hub id failed: We couldn't" in str(
+        model_load_error("runs/mine", "--model", hub_error)
+    )
+    assert model_load_error(str(tmp_path), "--model", hub_error) is hub_error  # a local folder: the error as it is
+
+
 # ---------------------------------------------------------------------------------------------------------- assets
 
 

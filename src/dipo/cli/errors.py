@@ -93,3 +93,13 @@ def check_writable_dir(path: Path, option: str) -> None:
         raise ValueError(
             f"{option} {str(path)!r} is not writable ({describe_error(err)}); choose another {option}"
         ) from err
+
+
+def model_load_error(value: str, option: str, err: OSError) -> OSError:
+    """``err`` (raised while loading model ``value``) restated to say that ``value`` was not found locally and was
+    therefore tried as a Hub id; ``err`` itself if ``value`` is a local path."""
+    if Path(value).expanduser().exists():
+        return err
+    return OSError(
+        f"{option} {value!r} is not a local folder, and loading it as a Hub id failed: {describe_error(err)}"
+    )

@@ -248,7 +248,12 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, tokenizer = load_model(args.model, args.dtype, args.device)
+    from dipo.cli.errors import model_load_error
+
+    try:
+        model, tokenizer = load_model(args.model, args.dtype, args.device)
+    except OSError as err:
+        raise model_load_error(args.model, "--model", err) from err
     if args.chat_template == "yes" and not getattr(tokenizer, "chat_template", None):
         raise ValueError(
             f"--chat-template yes, but the tokenizer of {args.model!r} has no chat template; use --chat-template auto "

@@ -318,7 +318,7 @@ def run(args: argparse.Namespace) -> int:
         task_args, training_args, model_args = parse(argv)
         if not model_args.model_name_or_path:
             raise ValueError("no model: set model_name_or_path (a folder, a Hub id or 'smollm2-135m-instruct')")
-        from dipo.cli.errors import check_model_source, check_writable_dir
+        from dipo.cli.errors import check_model_source, check_writable_dir, model_load_error
 
         check_model_source(model_args.model_name_or_path, "model_name_or_path")
         resume = resume_target(training_args)
@@ -330,7 +330,10 @@ def run(args: argparse.Namespace) -> int:
         check_writable_dir(Path(training_args.output_dir), "output_dir")
         if training_args.reward_weights is None:
             training_args.reward_weights = reward_weights
-        trainer = build_trainer(task_args, training_args, model_args, rows, reward_funcs)
+        try:
+            trainer = build_trainer(task_args, training_args, model_args, rows, reward_funcs)
+        except OSError as err:
+            raise model_load_error(model_args.model_name_or_path, "model_name_or_path", err) from err
     except INPUT_ERRORS as err:
         logger.debug("dipo train: setup failed", exc_info=True)
         print(f"dipo train: {describe_error(err)}", file=sys.stderr)
