@@ -134,9 +134,11 @@ def test_train_refuses_an_output_dir_with_a_run(trained_run: Path, workspace: Pa
     err = error_line(capsys)
     assert "already holds a training run (checkpoint-1, checkpoint-2" in err and "--overwrite_output_dir" in err
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before  # nothing touched
-    assert (
-        main(train_argv(workspace, out, "--max_steps", "1", "--overwrite")) == 0
-    )  # the alias of overwrite_output_dir
+    other = copy_run(trained_run, tmp_path / "other")  # resuming another run's checkpoint into `out`: refused too
+    assert main([*train_argv(workspace, out), "--resume_from_checkpoint", str(other / "checkpoint-1")]) == 2
+    assert "already holds a training run" in error_line(capsys)
+    # --overwrite: the alias of --overwrite_output_dir
+    assert main(train_argv(workspace, out, "--max_steps", "1", "--overwrite")) == 0
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 1
 
 

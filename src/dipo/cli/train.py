@@ -277,15 +277,16 @@ MODEL_FILES = (
 
 
 def check_output_dir(training_args: Any, task_args: TaskArguments, resume: str | None) -> None:
-    """Refuse an ``output_dir`` that holds checkpoints or a trained model, unless the run resumes or
-    ``overwrite_output_dir`` is set (then only warn about checkpoints that the new run will not replace)."""
+    """Refuse an ``output_dir`` that holds checkpoints or a trained model, unless the run resumes one of its
+    checkpoints or ``overwrite_output_dir`` is set (then only warn about checkpoints that the new run will not
+    replace). Resuming a checkpoint of another folder into an ``output_dir`` that holds a run is refused too."""
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
     out = Path(training_args.output_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"output_dir {str(out)!r} is a file, not a folder; choose another --output_dir")
-    if resume is not None or not out.is_dir():
-        return
+    if not out.is_dir() or (resume is not None and Path(resume).resolve().parent == out.resolve()):
+        return  # a new folder, or the run being resumed
     checkpoints = sorted(p.name for p in out.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.is_dir())
     found = checkpoints + [name for name in MODEL_FILES if (out / name).is_file()]
     if not found:
