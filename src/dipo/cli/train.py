@@ -83,7 +83,7 @@ class TaskArguments:
             "aliases": ["--overwrite"],
             "help": "Train even if output_dir already holds checkpoints or a trained model (they are overwritten "
             "as the new run saves; checkpoint-* folders of a longer earlier run stay). Without it such an "
-            "output_dir is refused unless resume_from_checkpoint is set.",
+            "output_dir is refused unless the run resumes one of its checkpoints.",
         },
     )
 
