@@ -20,6 +20,7 @@ from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY, register_trainer
 
 from dipo.integrations._state import (  # DIPO_STATE_NAME: the state file's name, shared with TRL
     DIPO_STATE_NAME,  # noqa: F401  (re-exported)
+    check_resumed_config,
     load_state_file,
     restore_from_file,
     save_state_file,
@@ -41,8 +42,9 @@ def save_dipo_state(state: EstimatorState, checkpoint_folder: str, global_step: 
 
 def load_dipo_state(state: EstimatorState, checkpoint_folder: str) -> bool:
     """Spec §4: restore the PPL queue from ``<checkpoint_folder>/dipo_state.pt``; ``False`` (and a warning) if
-    the file is absent (a checkpoint written without a DiPO trainer mode). An unreadable file raises a ``ValueError``
-    that names it and says how to proceed."""
+    the file is absent (a checkpoint written without a DiPO trainer mode). An unreadable file, or options that give the
+    queue's labels another meaning (``reward_mode``, ``correct_threshold``, ``queue_batches``), raise a ``ValueError``
+    that names the file and says how to proceed; other changed options warn."""
     path = state_path(checkpoint_folder)
     payload = load_state_file(checkpoint_folder)
     if payload is None:
@@ -55,9 +57,10 @@ def load_dipo_state(state: EstimatorState, checkpoint_folder: str) -> bool:
     if "dipo" not in payload:
         raise state_file_error(path, "is not a verl DiPO state (expected a dict with key 'dipo')")
     saved_config = payload["dipo"].get("config") if isinstance(payload["dipo"], dict) else None
-    if saved_config is not None and saved_config != state.core.config.to_dict():
-        changed = sorted(k for k, v in state.core.config.to_dict().items() if saved_config.get(k) != v)
-        logger.warning("dipo: resuming with changed DiPO options %s; the restored PPL queue is kept.", changed)
+    # A changed reward_mode / correct_threshold / queue_batches would mix label meanings in the queue: refused.
+    # Other changes keep the queue and warn (shared with the TRL trainer).
+    saved_config = saved_config if isinstance(saved_config, dict) else None
+    check_resumed_config(saved_config, state.core.config.to_dict(), path, option_name=lambda k: f"algorithm.dipo.{k}")
     restore_from_file(path, state.core.load_state_dict, payload["dipo"])
     return True
 
