@@ -26,7 +26,7 @@ from torch import Tensor
 
 from dipo.core import DiPO, DiPOStepOutput, group_advantages, sequence_log_ppl
 from dipo.integrations.verl.context import ESTIMATOR_NAME, current_batch, current_non_tensor_batch
-from dipo.integrations.verl.options import DiPOVerlOptions, parse_dipo_options
+from dipo.integrations.verl.options import VERIFIER_KEYS, DiPOVerlOptions, parse_dipo_options
 
 __all__ = [
     "ESTIMATOR_NAME",
@@ -234,7 +234,7 @@ def verifier_rewards(
     """
     num_rows = response_mask.shape[0]
     key = options.verifier_key
-    if key not in ("auto", "score"):
+    if key not in VERIFIER_KEYS:
         values = None if non_tensor_batch is None else non_tensor_batch.get(key)
         if values is None:
             available = "none reached it" if non_tensor_batch is None else f"fields: {sorted(non_tensor_batch)}"
