@@ -276,10 +276,11 @@ def compute_dipo_outcome_advantage(
     rollout_log_probs: Tensor | None = None,
     **kwargs: Any,
 ) -> tuple[Tensor, Tensor]:
-    """verl advantage estimator ``dipo``: GRPO advantages of R plus α·A^r of the reallocated rewards (spec §7).
+    """verl advantage estimator ``dipo``: verl's GRPO advantages plus α·A^r of the reallocated rewards (spec §7).
 
     Args:
-        token_level_rewards: ``[bs, L]``; the verifier reward R of a response is its row sum (as verl's GRPO).
+        token_level_rewards: ``[bs, L]``; their row sum is the reward of verl's GRPO advantage. The verifier reward R
+            that decides the reallocation is chosen by ``verifier_key`` (:func:`verifier_rewards`).
         response_mask: ``[bs, L]`` response tokens that count.
         index: ``[bs]`` prompt uids (``data.non_tensor_batch["uid"]``); rows may be in any order.
         config: verl's ``algorithm`` config; DiPO options under ``config.dipo`` (see ``options.py``).
