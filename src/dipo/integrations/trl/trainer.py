@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -116,9 +117,10 @@ def _check_reward_output(name: str, output: Any) -> Any:
             "a list with one float (or None to skip) per completion."
         )
     for index, value in enumerate(output):
-        ok = value is None or (isinstance(value, numbers.Real) and not isinstance(value, (str, bytes)))
         if isinstance(value, Tensor):
             ok = value.numel() == 1 and not value.is_complex()
+        else:  # None, Python/NumPy numbers and bools (NumPy's bool_ is not a numbers.Real)
+            ok = value is None or isinstance(value, numbers.Real) or getattr(value, "dtype", None) == np.bool_
         if not ok:
             raise TypeError(
                 f"DiPOTrainer: reward function {name!r} returned {value!r} ({type(value).__name__}) for completion "
