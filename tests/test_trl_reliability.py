@@ -200,9 +200,9 @@ def test_unknown_verifier_reward_func_fails_at_construction(tmp_path, model_dir)
 
 # ---------------------------------------------------------------- item 25: masked truncated completions
 def test_truncation_share_is_logged_and_warned(tmp_path, model_dir, caplog):
-    # max_completion_length=2: the random tiny model (almost) never stops that early, so DAPO's overlong filtering
+    # max_completion_length=1: the random tiny model (almost) never stops that early, so DAPO's overlong filtering
     # masks (almost) every completion out of the loss.
-    args = config(tmp_path, preset="dipo", mask_truncated_completions=None, max_completion_length=2, max_steps=2)
+    args = config(tmp_path, preset="dipo", mask_truncated_completions=None, max_completion_length=1, max_steps=2)
     assert args.mask_truncated_completions is True
     trainer = trainer_for(args, model_dir)
     with caplog.at_level(logging.WARNING, logger="dipo.integrations.trl.trainer"):
@@ -212,7 +212,7 @@ def test_truncation_share_is_logged_and_warned(tmp_path, model_dir, caplog):
     warned = [r for r in caplog.records if "masked out of the loss" in r.getMessage()]
     assert len(warned) == 1  # once, not every step
     assert "dipo_truncation_warn_threshold" in warned[0].getMessage()
-    assert "max_completion_length=2" in warned[0].getMessage()
+    assert "max_completion_length=1" in warned[0].getMessage()
 
 
 # ---------------------------------------------------------------- item 14: the state file
