@@ -116,6 +116,8 @@ def _check_reward_output(name: str, output: Any) -> Any:
             f"DiPOTrainer: reward function {name!r} returned a {type(output).__name__}; a reward function must return "
             "a list with one float (or None to skip) per completion."
         )
+    if not isinstance(output, (Sequence, Tensor, np.ndarray)):  # a generator: read it once, hand TRL the list
+        output = list(output)
     for index, value in enumerate(output):
         if isinstance(value, Tensor):
             ok = value.numel() == 1 and not value.is_complex()
