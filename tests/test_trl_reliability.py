@@ -266,6 +266,13 @@ def test_config_comparison_refuses_label_changes_and_warns_for_others():
     saved = {"reward_mode": "binary", "correct_threshold": 0.5, "queue_batches": 2, "alpha": 0.1}
     with pytest.raises(ValueError, match=r"dipo_reward_mode='binary' when saved, 'graded' now.*delete /x"):
         check_resumed_config(saved, {**saved, "reward_mode": "graded"}, "/x", lambda k: f"dipo_{k}")
+    with pytest.warns(UserWarning, match=r"correct_threshold: 0.5 -> 1.0"):  # binary: 1 is correct either way
+        assert check_resumed_config(saved, {**saved, "correct_threshold": 1.0}, "/x") == ["correct_threshold"]
+    with pytest.raises(ValueError, match=r"correct_threshold=0.5 when saved, 1.5 now"):
+        check_resumed_config(saved, {**saved, "correct_threshold": 1.5}, "/x")
+    graded = {**saved, "reward_mode": "graded"}
+    with pytest.raises(ValueError, match=r"correct_threshold=0.5 when saved, 0.7 now"):
+        check_resumed_config(graded, {**graded, "correct_threshold": 0.7}, "/x")
     with pytest.warns(UserWarning, match=r"alpha: 0.1 -> 0.3"):
         assert check_resumed_config(saved, {**saved, "alpha": 0.3}, "/x") == ["alpha"]
     with warnings.catch_warnings():

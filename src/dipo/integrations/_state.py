@@ -87,11 +87,11 @@ def load_state_file(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 
 def restore_from_file(path: str, load: Callable[[Any], None], state: Any) -> None:
-    """Call ``load(state)``; a ``ValueError``/``KeyError``/``TypeError`` (a malformed state) is re-raised naming
-    ``path`` and how to proceed."""
+    """Call ``load(state)``; a ``ValueError``/``KeyError``/``TypeError``/``RuntimeError`` (a malformed state) is
+    re-raised naming ``path`` and how to proceed."""
     try:
         load(state)
-    except (ValueError, KeyError, TypeError) as err:
+    except (ValueError, KeyError, TypeError, RuntimeError) as err:
         raise state_file_error(path, f"holds a malformed DiPO state ({err})") from err
 
 
@@ -99,6 +99,17 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
     return bool(a == b)
+
+
+def _same_binary_labels(key: str, saved: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
+    """A changed ``correct_threshold`` keeps the labels of 0/1 rewards when both runs are binary and both thresholds
+    lie in (0, 1] (then "correct" means reward 1 either way)."""
+    if key != "correct_threshold" or saved.get("reward_mode") != "binary" or current.get("reward_mode") != "binary":
+        return False
+    try:
+        return 0 < float(saved[key]) <= 1 and 0 < float(current[key]) <= 1
+    except (TypeError, ValueError):
+        return False
 
 
 def check_resumed_config(
@@ -111,7 +122,8 @@ def check_resumed_config(
     """Compare the core config a saved queue was built with (``DiPO.state_dict()["config"]``) to the resuming run's.
 
     * Options in ``refuse`` (default: ``reward_mode``, ``correct_threshold``, ``queue_batches``) decide what the
-      queue's correct/wrong labels mean: a difference raises a ``ValueError`` naming both values and how to proceed.
+      queue's correct/wrong labels mean: a difference raises a ``ValueError`` naming both values and how to proceed
+      (except a ``correct_threshold`` change within (0, 1] between two binary runs, which keeps every label).
     * Any other difference (``alpha``, ``membership``, ``judgment``, ...) only changes what DiPO does with the queue
       from now on: a ``UserWarning`` lists the changes.
 
@@ -128,7 +140,7 @@ def check_resumed_config(
     if saved is None:
         return []
     changed = [key for key in current if key in saved and not _same(saved[key], current[key])]
-    refused = [key for key in changed if key in refuse]
+    refused = [key for key in changed if key in refuse and not _same_binary_labels(key, saved, current)]
     if refused:
         details = "; ".join(f"{option_name(k)}={saved[k]!r} when saved, {current[k]!r} now" for k in refused)
         raise ValueError(
