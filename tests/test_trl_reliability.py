@@ -329,3 +329,13 @@ def test_resume_from_a_truncated_state_file_names_it(tmp_path, model_dir, checkp
         (damaged / name).write_bytes(data[: len(data) // 2] if name == DIPO_STATE_NAME else data)
     with pytest.raises(ValueError, match=rf"DiPO state file {damaged / DIPO_STATE_NAME} cannot be read"):
         resume(tmp_path / "out", model_dir, damaged)
+
+
+# ---------------------------------------------------------------- item 23: PEFT is part of the trl extra
+def test_trl_extra_pins_peft():
+    import tomllib
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    extra = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]["trl"]
+    peft = [req for req in extra if req.replace(" ", "").startswith("peft")]
+    assert peft and ">=" in peft[0] and "<" in peft[0].split(">=")[1], peft  # a tested range (tests/test_trl_peft.py)
