@@ -12,7 +12,36 @@ from pathlib import Path
 from typing import Any
 
 from dipo.demo.methods import Method, resolve_methods
-from dipo.demo.runner import DemoConfig, _worker, save_json
+from dipo.demo.runner import RECORD_NAME, DemoConfig, _worker, save_json
+
+
+def check_output_dir(out: Path, overwrite: bool = False, resume: bool = False) -> None:
+    """Refuse to write into a folder that holds an earlier demo's results, unless ``overwrite`` or ``resume``."""
+    if overwrite and resume:
+        raise ValueError("--overwrite and --resume exclude each other: replace the earlier results, or keep them")
+    if overwrite or resume:
+        return
+    earlier = [out / "results.json", *sorted(out.glob(f"runs/*/{RECORD_NAME}"))] if out.is_dir() else []
+    earlier = [p for p in earlier if p.exists()]
+    if earlier:
+        raise ValueError(
+            f"{out} already holds demo results ({earlier[0]}{' and more' if len(earlier) > 1 else ''}); pass "
+            "--overwrite to replace them, --resume to keep its finished runs, or choose another --out"
+        )
+
+
+def finished_runs(cfg: DemoConfig, out: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    """Records of runs already finished in ``out`` under the same configuration (``--resume``)."""
+    done: dict[tuple[str, int], dict[str, Any]] = {}
+    key = cfg.run_key()
+    for path in sorted(out.glob(f"runs/*/{RECORD_NAME}")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # a run interrupted while writing: run it again
+        if record.get("run_key") == key:
+            done[(record["method"], int(record["seed"]))] = record
+    return done
 
 
 def _progress(enabled: bool):
@@ -66,8 +95,12 @@ def run_demo(
     use_cache: bool = True,
     show_progress: bool = True,
     title: str = "DiPO demo",
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Run every (method, seed) of ``cfg`` and write ``results.json`` and ``report.md`` under ``out_dir``."""
+    """Run every (method, seed) of ``cfg`` and write ``results.json`` and ``report.md`` under ``out_dir``.
+
+    Each finished run also writes ``runs/<method>-s<seed>/record.json`` at once; ``resume=True`` reuses those of an
+    earlier, interrupted call with the same configuration instead of running them again."""
     import torch
     from transformers.utils import logging as hf_logging
 
@@ -84,7 +117,10 @@ def run_demo(
     before = evaluate_path(cfg, warm_path)
 
     jobs = [(m, s) for m in methods for s in cfg.seeds]
-    records = _run_jobs(cfg, jobs, str(warm_path), str(out), show_progress)
+    done = finished_runs(cfg, out) if resume else {}
+    todo = [(m, s) for m, s in jobs if (m.name, s) not in done]
+    fresh = {(r["method"], r["seed"]): r for r in _run_jobs(cfg, todo, str(warm_path), str(out), show_progress)}
+    records = [done.get((m.name, s)) or fresh[(m.name, s)] for m, s in jobs]
     wall = time.perf_counter() - wall_start
     results = {
         "title": title,

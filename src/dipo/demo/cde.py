@@ -16,6 +16,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from dipo.core import perplexity_bonus, sequence_log_ppl
+from dipo.demo.instruments import completion_logits
 
 
 class PerplexityBonusReward:
@@ -34,33 +35,13 @@ class PerplexityBonusReward:
         self.model: torch.nn.Module | None = None
         self.__name__ = f"cde_bonus_{coef:g}"
 
-    @torch.no_grad()
     def log_ppl(self, prompts: list[str], completion_ids: list[list[int]]) -> torch.Tensor:
         """Per-response mean token NLL of ``completion_ids`` given ``prompts`` under ``self.model`` (spec §3)."""
         if self.model is None:
             raise ValueError("PerplexityBonusReward.model is not set: assign `bonus.model = trainer.model` first")
-        tok = self.tokenizer
-        prompt_ids = tok(list(prompts))["input_ids"]
-        width_p = max(map(len, prompt_ids))
-        width_c = max(1, max(map(len, completion_ids)))
-        n = len(prompt_ids)
-        ids = torch.full((n, width_p + width_c), tok.pad_token_id, dtype=torch.long)
-        attn = torch.zeros_like(ids)
-        cmask = torch.zeros((n, width_c), dtype=torch.float32)
-        for i, (p, c) in enumerate(zip(prompt_ids, completion_ids, strict=True)):
-            ids[i, width_p - len(p) : width_p] = torch.tensor(p)  # prompt left-padded, completion right-padded
-            attn[i, width_p - len(p) : width_p] = 1
-            if c:
-                ids[i, width_p : width_p + len(c)] = torch.tensor(list(c))
-                attn[i, width_p : width_p + len(c)] = 1
-                cmask[i, : len(c)] = 1
-        was_training = self.model.training
-        self.model.eval()
-        device = next(self.model.parameters()).device
-        logits = self.model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits[:, width_p - 1 : -1]
-        self.model.train(was_training)
-        logps = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids[:, width_p:].to(device).unsqueeze(-1))
-        return sequence_log_ppl(logps.squeeze(-1).cpu(), cmask)
+        logits, ids, cmask = completion_logits(self.model, self.tokenizer, prompts, completion_ids)
+        logps = torch.log_softmax(logits, dim=-1).gather(-1, ids.unsqueeze(-1))
+        return sequence_log_ppl(logps.squeeze(-1), cmask)
 
     def __call__(self, prompts: list[Any], completions: list[Any], completion_ids: list[list[int]], **kwargs: Any):
         rewards = torch.tensor(self.verifier(prompts=prompts, completions=completions, **kwargs), dtype=torch.float32)

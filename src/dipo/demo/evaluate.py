@@ -14,13 +14,17 @@ from dipo.tasks.arithmetic import ArithmeticItem, verify
 
 @dataclass
 class EvalResult:
-    """Accuracies in [0, 1]: overall and per level, greedy and mean@k."""
+    """Accuracies in [0, 1]: overall and per level, greedy, mean@k and pass@k; per-item sampled hits."""
 
     greedy: float
     mean_at_k: float
     k: int
     greedy_by_level: dict[int, float] = field(default_factory=dict)
     mean_at_k_by_level: dict[int, float] = field(default_factory=dict)
+    pass_at_k: float = float("nan")
+    pass_at_k_by_level: dict[int, float] = field(default_factory=dict)
+    item_hits: list[int] = field(default_factory=list)  # correct samples (of k) per item
+    filler_rate: float = float("nan")  # share of sampled completions that start with a space (surface form)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -29,6 +33,10 @@ class EvalResult:
             "k": self.k,
             "greedy_by_level": {str(k): v for k, v in self.greedy_by_level.items()},
             "mean_at_k_by_level": {str(k): v for k, v in self.mean_at_k_by_level.items()},
+            "pass_at_k": self.pass_at_k,
+            "pass_at_k_by_level": {str(k): v for k, v in self.pass_at_k_by_level.items()},
+            "item_hits": list(self.item_hits),
+            "filler_rate": self.filler_rate,
         }
 
 
@@ -100,4 +108,9 @@ def evaluate(
         sampled_ok = [verify(c, items[i // k].answer) for i, c in enumerate(sampled)]
         result.mean_at_k = sum(sampled_ok) / len(sampled_ok)
         result.mean_at_k_by_level = _by_level(items, sampled_ok, k)
+        result.item_hits = [sum(sampled_ok[i * k : (i + 1) * k]) for i in range(len(items))]
+        solved = [h > 0 for h in result.item_hits]
+        result.pass_at_k = sum(solved) / len(items)
+        result.pass_at_k_by_level = _by_level(items, solved, 1)
+        result.filler_rate = sum(c.startswith(" ") for c in sampled) / len(sampled)
     return result

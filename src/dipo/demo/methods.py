@@ -49,7 +49,19 @@ BASELINES = [
     Method("dapo-cde0.3", "dapo", cde_coef=0.3, description="DAPO + CDE-style PPL bonus, coef 0.3, clip 0.5"),
 ]
 
-REGISTRY: dict[str, Method] = {m.name: m for m in [*MAIN, *ABLATIONS, *BASELINES]}
+RANDOM_SELECTION = Method(
+    "dipo-random",
+    "dipo",
+    {"dipo_selection": "random"},
+    description="DiPO, but BRR moves a uniformly random valid response of the same groups (does max-PPL matter?)",
+)
+
+CONTROLS = [
+    "dapo", "dipo", "dipo-random", "dipo-hard-only", "dipo-easy-only", "dipo-a1.0", "dapo-ent0.01", "dapo-cde0.1",
+]  # fmt: skip
+"""The controls of the regime study (docs/results/regimes.md): each isolates one part of DiPO's mechanism."""
+
+REGISTRY: dict[str, Method] = {m.name: m for m in [*MAIN, *ABLATIONS, *BASELINES, RANDOM_SELECTION]}
 
 
 def resolve_methods(names: list[str]) -> list[Method]:

@@ -17,10 +17,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from dipo.demo.instruments import BatchRecorder
 from dipo.demo.methods import Method
 from dipo.demo.model import ModelSpec
 from dipo.demo.warmstart import SFTConfig
 from dipo.tasks.arithmetic import ArithmeticTask
+
+RECORD_NAME = "record.json"
+"""Each finished run writes its record here, under ``<out>/runs/<method>-s<seed>/``."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,17 @@ class DemoConfig:
     task: ArithmeticTask = field(default_factory=lambda: ArithmeticTask(ops=("+",)))
     model: ModelSpec = field(default_factory=lambda: ModelSpec(num_hidden_layers=2))
     sft: SFTConfig = field(default_factory=SFTConfig)
+    regime: str = "neutral"  # name of the testbed (dipo.demo.regimes); set task and sft through `for_regime`
+    instruments: bool = True  # per-step entropy split and entropy shift on reallocated groups (dipo.demo.instruments)
+
+    @classmethod
+    def for_regime(cls, name: str, **changes: Any) -> DemoConfig:
+        """The demo configuration of a named regime testbed (task, teacher, SFT length), plus ``changes``."""
+        from dipo.demo.regimes import get_regime
+
+        regime = get_regime(name)
+        sft = SFTConfig(steps=regime.sft_steps, teacher=regime.teacher) if regime.teacher is not None else SFTConfig()
+        return replace(cls(), regime=name, task=regime.task, sft=sft, **changes)
 
     def quick(self) -> DemoConfig:
         """The ≤ 2-minute smoke configuration."""
@@ -60,11 +75,19 @@ class DemoConfig:
             final_eval_per_level=20,
             k=4,
             ppl_window=2,
-            sft=replace(self.sft, steps=800),
+            sft=replace(self.sft, steps=min(self.sft.steps, 800)),
         )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def run_key(self) -> str:
+        """Hash of everything a single (method, seed) run depends on (methods, seeds and workers excluded): a finished
+        run's record is reused by ``--resume`` only under the same key."""
+        import hashlib
+
+        payload = {k: v for k, v in self.as_dict().items() if k not in ("methods", "seeds", "workers")}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _metric_rows(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
@@ -136,11 +159,16 @@ def run_one(
     settings.update(cfg.trainer_overrides)
     settings.update(overrides)
     args = DiPOConfig(**settings)
-    reward_funcs: list[Any] = [arithmetic_reward]
+    recorder = BatchRecorder(arithmetic_reward, tokenizer) if cfg.instruments else None
+    reward_funcs: list[Any] = [recorder or arithmetic_reward]
     bonus = None
     if method.cde_coef is not None:
         bonus = PerplexityBonusReward(arithmetic_reward, tokenizer, coef=method.cde_coef, clip_ratio=method.cde_clip)
         reward_funcs.append(bonus)
+    teacher = cfg.sft.teacher
+    traps_small = [teacher is not None and teacher.is_trap(it) for it in heldout_small]
+    traps_final = [teacher is not None and teacher.is_trap(it) for it in heldout_final]
+    instruments: dict[int, dict[str, float]] = {}
 
     evals: list[dict[str, float]] = []
     ppl_early: list[tuple[float, float]] = []
@@ -150,8 +178,13 @@ def run_one(
         res = evaluate(
             model, tokenizer, heldout_small, cfg.k, cfg.max_completion_length, temperature=cfg.temperature, seed=step
         )
-        row = {"step": float(step), "heldout_greedy": res.greedy, "heldout_mean_at_k": res.mean_at_k}
+        row: dict[str, Any] = {"step": float(step), "heldout_greedy": res.greedy, "heldout_mean_at_k": res.mean_at_k}
         row.update({f"heldout_mean_at_k/L{lv}": v for lv, v in res.mean_at_k_by_level.items()})
+        row.update({f"heldout_pass_at_k/L{lv}": v for lv, v in res.pass_at_k_by_level.items()})
+        row["heldout_pass_at_k"] = res.pass_at_k
+        row["heldout_filler_rate"] = res.filler_rate
+        row["heldout_mean_at_k/trap"] = _subset_mean(res.item_hits, traps_small, cfg.k)
+        row["item_hits"] = res.item_hits
         evals.append(row)
 
     class DemoCallback(TrainerCallback):
@@ -164,6 +197,8 @@ def run_one(
                     ppl_early.extend(pairs)
                 if step > cfg.steps - cfg.ppl_window:
                     ppl_late.extend(pairs)
+            if recorder is not None and record is not None and record.output is not None:
+                instruments[step] = _instrument_row(recorder, record.output, cfg.num_generations)
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 eval_row(step)
             if progress is not None:
@@ -182,6 +217,8 @@ def run_one(
         trainer.remove_callback(PrinterCallback)  # disable_tqdm=True would print every log dict
         if bonus is not None:
             bonus.model = trainer.model
+        if recorder is not None:
+            recorder.model = trainer.model
         eval_row(0)
         trainer.train()
     final = evaluate(
@@ -193,16 +230,49 @@ def run_one(
         temperature=cfg.temperature,
         seed=12_345 + seed,
     )
-    return {
+    history = _metric_rows(trainer.state.log_history)
+    for row in history:
+        row.update(instruments.get(int(row["step"]), {}))
+    final_record = final.as_dict()
+    final_record["trap_mean_at_k"] = _subset_mean(final.item_hits, traps_final, cfg.k)
+    final_record["trap_items"] = traps_final
+    record = {
         "method": method.name,
         "seed": seed,
-        "history": _metric_rows(trainer.state.log_history),
+        "history": history,
         "evals": evals,
-        "final": final.as_dict(),
+        "final": final_record,
         "ppl_early": ppl_early,
         "ppl_late": ppl_late,
         "seconds": time.perf_counter() - start,
+        "run_key": cfg.run_key(),
     }
+    save_json(run_dir / RECORD_NAME, record)  # kept even if a later run of the demo fails
+    return record
+
+
+def _subset_mean(item_hits: list[int], subset: list[bool], k: int) -> float:
+    """mean@k over the items flagged in ``subset`` (NaN if none)."""
+    hits = [h for h, flag in zip(item_hits, subset, strict=True) if flag]
+    return sum(hits) / (k * len(hits)) if hits else math.nan
+
+
+def _instrument_row(recorder: BatchRecorder, out: Any, group_size: int) -> dict[str, float]:
+    """Entropy split of the batch and entropy shift (after − before the update) on reallocated / other extreme groups.
+
+    For GRPO/DAPO (observe-only PSD) the "reallocated" groups are those DiPO *would* have reallocated: the control."""
+    from dipo.core import GroupType
+
+    def rows(groups: Any) -> Any:
+        return groups.repeat_interleave(group_size)
+
+    hard, easy = out.group_types == GroupType.HARD, out.group_types == GroupType.EASY
+    row = {f"demo/{k}": v for k, v in recorder.split.items()}
+    row["demo/dH_realloc_hard"] = recorder.entropy_shift(rows(out.realloc_hard))
+    row["demo/dH_realloc_easy"] = recorder.entropy_shift(rows(out.realloc_easy))
+    row["demo/dH_other_hard"] = recorder.entropy_shift(rows(hard & ~out.realloc_hard))
+    row["demo/dH_other_easy"] = recorder.entropy_shift(rows(easy & ~out.realloc_easy))
+    return row
 
 
 def _worker(payload: dict[str, Any]) -> dict[str, Any]:

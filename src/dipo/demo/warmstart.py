@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -20,6 +21,7 @@ import torch
 from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
 from dipo.demo.model import ModelSpec, build_model
+from dipo.demo.regimes import Teacher
 from dipo.demo.tokenizer import build_tokenizer
 from dipo.tasks.arithmetic import ArithmeticItem, ArithmeticTask
 
@@ -44,6 +46,7 @@ class SFTConfig:
     warmup_steps: int = 50
     seed: int = 0
     filler_prob: float = 0.3
+    teacher: Teacher | None = None  # regime testbeds: targets written by a Teacher (filler_prob is then unused)
 
 
 def cache_dir() -> Path:
@@ -60,14 +63,20 @@ def warmstart_key(task: ArithmeticTask, spec: ModelSpec, sft: SFTConfig) -> str:
 
 
 def sft_batch(
-    items: list[ArithmeticItem], tokenizer: PreTrainedTokenizerBase, fillers: list[bool] | None = None
+    items: list[ArithmeticItem],
+    tokenizer: PreTrainedTokenizerBase,
+    fillers: list[bool] | None = None,
+    targets: list[str] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Left-padded ``prompt + answer + <eos>`` ids, attention mask, and labels (loss on answer and eos only).
 
-    ``fillers[i]`` writes item i's answer with a leading space (see :class:`SFTConfig`)."""
+    ``fillers[i]`` writes item i's answer with a leading space (see :class:`SFTConfig`); ``targets`` (e.g. a
+    :class:`~dipo.demo.regimes.Teacher`'s samples) replace the answers altogether."""
     fillers = fillers or [False] * len(items)
+    if targets is None:
+        targets = [(" " if f else "") + it.answer for it, f in zip(items, fillers, strict=True)]
     prompts = tokenizer([it.prompt for it in items])["input_ids"]
-    answers = tokenizer([(" " if f else "") + it.answer for it, f in zip(items, fillers, strict=True)])["input_ids"]
+    answers = tokenizer(targets)["input_ids"]
     seqs = [p + a + [tokenizer.eos_token_id] for p, a in zip(prompts, answers, strict=True)]
     width = max(map(len, seqs))
     ids = torch.full((len(seqs), width), tokenizer.pad_token_id, dtype=torch.long)
@@ -97,12 +106,17 @@ def supervised_finetune(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     losses: list[float] = []
     model.train()
+    rng = random.Random(f"teacher:{sft.seed}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(sft.seed)
         for step in range(sft.steps):
             items = task.sample(sft.batch_size, seed=sft.seed * 1_000_003 + step, split="train")
-            fillers = (torch.rand(len(items)) < sft.filler_prob).tolist()
-            ids, mask, labels = (t.to(model.device) for t in sft_batch(items, tokenizer, fillers))
+            if sft.teacher is not None:
+                targets = [sft.teacher.sample(it, task, rng) for it in items]
+                batch = sft_batch(items, tokenizer, targets=targets)
+            else:
+                batch = sft_batch(items, tokenizer, (torch.rand(len(items)) < sft.filler_prob).tolist())
+            ids, mask, labels = (t.to(model.device) for t in batch)
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dipo.reports.plots import plot_metric, plot_panels, plot_ppl_distributions
-from dipo.reports.summary import markdown_table, paired_difference, spread
+from dipo.reports.summary import Spread, markdown_table, paired_difference, spread
 
 PLOTS = {
     "accuracy": ("heldout_mean_at_k", "Held-out mean@k over steps", "mean@k"),
@@ -16,6 +16,10 @@ PLOTS = {
     "reward": ("reward", "Training reward (batch mean)", "reward"),
     "entropy": ("entropy", "Policy entropy (per token)", "entropy"),
     "threshold": ("dipo/threshold_ppl", "τ* as PPL (0 = all responses above the cut)", "τ* (PPL)"),
+    "pass": ("heldout_pass_at_k", "Held-out pass@k over steps", "pass@k"),
+    "trap": ("heldout_mean_at_k/trap", "Held-out mean@k on trap items over steps", "mean@k (trap items)"),
+    "surface_entropy": ("demo/surface_entropy", "Surface entropy (leading space or answer)", "entropy (nats)"),
+    "answer_entropy": ("demo/answer_entropy", "Answer-digit entropy", "entropy (nats)"),
 }
 
 
@@ -58,7 +62,7 @@ def write_plots(results: dict[str, Any], out: Path) -> dict[str, Path]:
     plots_dir = out / "plots"
     made: dict[str, Path] = {}
     for name, (key, title, ylabel) in PLOTS.items():
-        smoothing = 5 if key in ("reward", "entropy", "dipo/threshold_ppl") else 1
+        smoothing = 5 if key in ("reward", "entropy", "dipo/threshold_ppl") or key.startswith("demo/") else 1
         path = plot_metric(hist, key, plots_dir / f"{name}.png", title=title, ylabel=ylabel, smoothing=smoothing)
         if path:
             made[name] = path
@@ -140,6 +144,158 @@ def comparison_text(results: dict[str, Any], a: str = "dipo", b: str = "dapo") -
     return text
 
 
+def _final_metric(run: dict[str, Any], key: str) -> float:
+    """A scalar of a run's final evaluation: ``mean_at_k``, ``pass_at_k``, ``trap_mean_at_k``, ``L3`` (mean@k of a
+    level), or ``solved_share`` / ``first_solve_step`` (items unsolved at step 0, see :func:`first_solves`)."""
+    final = run["final"]
+    if key.startswith("L"):
+        return float(final["mean_at_k_by_level"].get(key[1:], math.nan))
+    if key in ("solved_share", "first_solve_step"):
+        return first_solves(run)[key]
+    value = final.get(key, math.nan)
+    return math.nan if value is None else float(value)
+
+
+def first_solves(run: dict[str, Any]) -> dict[str, float]:
+    """Held-out items with no correct sample at step 0 (the *hard* items): the share solved (≥ 1 of k samples right)
+    at some later evaluation, and the mean step at which they are first solved (unsolved items count as the last
+    evaluated step + one evaluation interval)."""
+    evals = [e for e in run["evals"] if "item_hits" in e]
+    if len(evals) < 2:
+        return {"solved_share": math.nan, "first_solve_step": math.nan}
+    start = evals[0]["item_hits"]
+    hard = [i for i, h in enumerate(start) if h == 0]
+    if not hard:
+        return {"solved_share": math.nan, "first_solve_step": math.nan}
+    interval = evals[-1]["step"] - evals[-2]["step"]
+    steps = []
+    for i in hard:
+        first = next((e["step"] for e in evals[1:] if e["item_hits"][i] > 0), evals[-1]["step"] + interval)
+        steps.append(first)
+    solved = sum(1 for i in hard if any(e["item_hits"][i] > 0 for e in evals[1:]))
+    return {"solved_share": solved / len(hard), "first_solve_step": sum(steps) / len(steps)}
+
+
+PAIRED_METRICS = [
+    ("mean_at_k", "mean@k", 100.0),
+    ("pass_at_k", "pass@k", 100.0),
+    ("trap_mean_at_k", "trap items mean@k", 100.0),
+    ("L3", "L3 mean@k", 100.0),
+    ("solved_share", "hard items solved", 100.0),
+    ("first_solve_step", "first-solve step", 1.0),
+    ("filler_rate", "leading-space rate", 100.0),
+]
+
+
+def paired_table(results: dict[str, Any], baseline: str = "dapo") -> str | None:
+    """Every method minus ``baseline``, paired by seed: mean [95 % CI] of the difference for each final metric."""
+    runs = _by_method(results)
+    if baseline not in runs:
+        return None
+    base = {r["seed"]: r for r in runs[baseline]}
+    metrics = [m for m in PAIRED_METRICS if any(math.isfinite(_final_metric(r, m[0])) for r in runs[baseline])]
+    rows = []
+    for method, method_runs in runs.items():
+        cells = [method, str(len(method_runs))]
+        for key, _, scale in metrics:
+            own = spread([_final_metric(r, key) for r in method_runs])
+            if method == baseline:
+                cells.append(own.fmt(scale))
+                continue
+            diff = paired_difference(
+                {r["seed"]: _final_metric(r, key) for r in method_runs},
+                {s: _final_metric(r, key) for s, r in base.items()},
+            )
+            cells.append(_ci_text(diff, scale))
+        rows.append(cells)
+    header = ["method", "seeds"] + [f"{name} (Δ vs {baseline} [95 % CI])" for _, name, _ in metrics]
+    return markdown_table(header, rows)
+
+
+def _ci_text(diff: Spread, scale: float) -> str:
+    if diff.n == 0:
+        return "n/a"
+    if diff.n == 1 or not math.isfinite(diff.ci95):
+        return f"{diff.mean * scale:+.2f}"
+    lo, hi = (diff.mean - diff.ci95) * scale, (diff.mean + diff.ci95) * scale
+    mark = "**" if lo > 0 or hi < 0 else ""
+    return f"{mark}{diff.mean * scale:+.2f} [{lo:+.2f}, {hi:+.2f}]{mark}"
+
+
+def brr_activity_table(results: dict[str, Any]) -> str:
+    """Per method: extreme groups per step, the share of them BRR reallocated (hard / easy / both), judgment passes.
+
+    For α = 0 methods (observe-only PSD) these are the groups DiPO *would* have reallocated."""
+    prompts = results["config"]["prompts_per_step"]
+    rows = []
+    for method, runs in _by_method(results).items():
+        tot = defaultdict(float)
+        for run in runs:
+            for r in run["history"]:
+                vals = {k: r.get(f"dipo/{k}", math.nan) for k in ("frac_hard", "frac_easy", "realloc_hard",
+                                                                  "realloc_easy", "judgment_passed")}  # fmt: skip
+                if not all(math.isfinite(v) for v in vals.values()):
+                    continue
+                tot["steps"] += 1
+                tot["hard"] += vals["frac_hard"] * prompts
+                tot["easy"] += vals["frac_easy"] * prompts
+                tot["rh"] += vals["realloc_hard"]
+                tot["re"] += vals["realloc_easy"]
+                tot["judge"] += vals["judgment_passed"]
+        if not tot["steps"]:
+            rows.append([method] + ["n/a"] * 6)
+            continue
+        extreme = tot["hard"] + tot["easy"]
+        rows.append(
+            [
+                method,
+                f"{tot['hard'] / tot['steps']:.1f} / {tot['easy'] / tot['steps']:.1f}",
+                f"{100 * tot['rh'] / max(tot['hard'], 1):.1f}",
+                f"{100 * tot['re'] / max(tot['easy'], 1):.1f}",
+                f"{100 * (tot['rh'] + tot['re']) / max(extreme, 1):.1f}",
+                f"{(tot['rh'] + tot['re']) / tot['steps']:.2f}",
+                f"{100 * tot['judge'] / tot['steps']:.0f}",
+            ]
+        )
+    header = ["method", "hard / easy groups per step", "% hard reallocated", "% easy reallocated",
+              "% extreme reallocated", "reallocated groups / step", "% steps judgment passed"]  # fmt: skip
+    return markdown_table(header, rows)
+
+
+ENTROPY_KEYS = [
+    ("demo/dH_realloc_hard", "ΔH reallocated hard"),
+    ("demo/dH_other_hard", "ΔH other hard"),
+    ("demo/dH_realloc_easy", "ΔH reallocated easy"),
+    ("demo/dH_other_easy", "ΔH other easy"),
+]
+
+
+def entropy_table(results: dict[str, Any]) -> str | None:
+    """Per method: the entropy shift of one update on the responses of reallocated vs other extreme groups (spec §8's
+    direction, measured at the prompt's next visit: after − before the update, nats/token, ×1000), and the surface /
+    answer entropy split at the start (first 10 steps) and end (last 10 steps) of training."""
+    rows = []
+    any_value = False
+    for method, runs in _by_method(results).items():
+        cells = [method]
+        for key, _ in ENTROPY_KEYS:
+            vals = [r[key] for run in runs for r in run["history"] if math.isfinite(r.get(key, math.nan))]
+            any_value |= bool(vals)
+            cells.append(f"{1000 * sum(vals) / len(vals):+.2f} (n={len(vals)})" if vals else "n/a")
+        for key in ("demo/surface_entropy", "demo/answer_entropy"):
+            first, last = [], []
+            for run in runs:
+                vals = [r[key] for r in run["history"] if math.isfinite(r.get(key, math.nan))]
+                first += vals[:10]
+                last += vals[-10:]
+            cells.append(f"{sum(first) / len(first):.3f} → {sum(last) / len(last):.3f}" if first else "n/a")
+        rows.append(cells)
+    if not any_value:
+        return None
+    header = ["method", *[name + " (×10⁻³)" for _, name in ENTROPY_KEYS], "surface entropy", "answer entropy"]
+    return markdown_table(header, rows)
+
+
 def diagnostics_table(results: dict[str, Any]) -> str:
     """Per-method means over all steps and seeds of the main DiPO diagnostics."""
     keys = [
@@ -186,6 +342,37 @@ def write_report(results: dict[str, Any], out: Path | str, plot_prefix: str = "p
     comp = comparison_text(results)
     if comp:
         lines += [comp, ""]
+    paired = paired_table(results)
+    if paired:
+        lines += [
+            "## Every method vs DAPO, paired by seed",
+            "",
+            paired,
+            "",
+            "Points (first-solve step: steps); **bold**: the 95 % CI excludes 0. Hard items: held-out items with no "
+            "correct sample of k at step 0 (training-time evaluation set); unsolved ones count as solved one "
+            "interval after the last evaluation. Trap items: the regime's confident-error items (explore regime).",
+            "",
+        ]
+    lines += [
+        "## BRR activity (all steps and seeds)",
+        "",
+        brr_activity_table(results),
+        "",
+    ]
+    ent = entropy_table(results)
+    if ent:
+        lines += [
+            "## Entropy where DiPO acts",
+            "",
+            ent,
+            "",
+            "ΔH: mean token entropy of a group's responses right after the update minus at sampling time, averaged "
+            "over steps (spec §8 predicts > 0 for rewarded hard groups and < 0 for penalised easy groups, relative to "
+            "the same groups under DAPO, whose counts are observe-only). Surface entropy: binary entropy of emitting "
+            "another leading space before the answer; answer entropy: entropy over digits where a digit is emitted.",
+            "",
+        ]
     lines += [
         "## Diagnostics (mean over steps and seeds)",
         "",
@@ -207,6 +394,10 @@ def write_report(results: dict[str, Any], out: Path | str, plot_prefix: str = "p
         "ppl": "PPL distributions of correct vs wrong responses, first and last steps",
         "ppl_2": "PPL distributions (more methods)",
         "reward": "Training reward",
+        "pass": "Held-out pass@k over steps",
+        "trap": "Held-out mean@k on trap items",
+        "surface_entropy": "Surface entropy",
+        "answer_entropy": "Answer-digit entropy",
     }
     lines += ["## Plots", ""]
     for name, caption in captions.items():
