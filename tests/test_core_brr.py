@@ -16,34 +16,39 @@ def t(*xs):
 
 
 def test_hard_group_in_exploitation_space_rewards_the_max_ppl_response():
-    r, m = reallocate(t(0, 0, 0, 0), t(0.1, 0.5, 0.3, 0.2), G, TAU)
+    result = reallocate(t(0, 0, 0, 0), t(0.1, 0.5, 0.3, 0.2), G, TAU)
+    r, m = result.rewards, result.mask
     assert r.tolist() == [0, 1, 0, 0] and m.all()
 
 
 def test_hard_group_in_exploration_space_is_left_alone():
-    r, m = reallocate(t(0, 0, 0, 0), t(0.1, 1.5, 0.3, 0.2), G, TAU)  # max PPL above τ
+    result = reallocate(t(0, 0, 0, 0), t(0.1, 1.5, 0.3, 0.2), G, TAU)  # max PPL above τ
+    r, m = result.rewards, result.mask
     assert r.tolist() == [0, 0, 0, 0] and not m.any()
 
 
 def test_easy_group_in_exploration_space_penalises_the_max_ppl_response():
-    r, m = reallocate(t(1, 1, 1, 1), t(0.1, 0.2, 1.7, 0.3), G, TAU)
+    result = reallocate(t(1, 1, 1, 1), t(0.1, 0.2, 1.7, 0.3), G, TAU)
+    r, m = result.rewards, result.mask
     assert r.tolist() == [1, 1, 0, 1] and m.all()
 
 
 def test_easy_group_in_exploitation_space_is_left_alone():
-    r, m = reallocate(t(1, 1, 1, 1), t(0.1, 0.2, 0.7, 0.3), G, TAU)
+    result = reallocate(t(1, 1, 1, 1), t(0.1, 0.2, 0.7, 0.3), G, TAU)
+    r, m = result.rewards, result.mask
     assert r.tolist() == [1, 1, 1, 1] and not m.any()
 
 
 def test_normal_groups_never_change():
-    r, m = reallocate(t(1, 0, 1, 0), t(3.0, 0.1, 0.2, 0.3), G, TAU)
+    result = reallocate(t(1, 0, 1, 0), t(3.0, 0.1, 0.2, 0.3), G, TAU)
+    r, m = result.rewards, result.mask
     assert r.tolist() == [1, 0, 1, 0] and not m.any()
 
 
 def test_several_groups_at_once():
     rewards = t(0, 0, 0, 0, 1, 1, 1, 1, 0, 1, 0, 1)
     s = t(0.1, 0.9, 0.2, 0.3, 0.1, 1.2, 1.9, 0.2, 0.1, 0.2, 0.3, 0.4)
-    out = reallocate_detailed(rewards, s, G, TAU)
+    out = reallocate(rewards, s, G, TAU)
     assert out.rewards.tolist() == [0, 1, 0, 0, 1, 1, 0, 1, 0, 1, 0, 1]
     assert out.group_types.tolist() == [GroupType.HARD, GroupType.EASY, GroupType.NORMAL]
     assert out.selected.tolist() == [1, 2, 3]
@@ -55,7 +60,7 @@ def test_ties_take_the_lowest_index_and_nan_is_never_selected():
     assert select_max_ppl(t(0.5, 0.5, 0.1, 0.5), G).tolist() == [0]
     assert select_max_ppl(t(float("nan"), 0.2, 0.3, 0.1), G).tolist() == [2]
     assert select_max_ppl(t(*[float("nan")] * 4), G).tolist() == [-1]
-    _, m = reallocate(t(0, 0, 0, 0), t(*[float("nan")] * 4), G, TAU)
+    m = reallocate(t(0, 0, 0, 0), t(*[float("nan")] * 4), G, TAU).mask
     assert not m.any()
 
 
@@ -75,7 +80,7 @@ def test_ties_take_the_lowest_index_and_nan_is_never_selected():
     ],
 )
 def test_membership_rules_on_an_easy_group(membership, s, expected):
-    _, m = reallocate(t(1, 1, 1, 1), t(*s), G, TAU, membership=membership)
+    m = reallocate(t(1, 1, 1, 1), t(*s), G, TAU, membership=membership).mask
     assert bool(m.any()) is expected
 
 
@@ -91,31 +96,31 @@ def test_membership_rules_on_an_easy_group(membership, s, expected):
     ],
 )
 def test_membership_rules_on_a_hard_group(membership, s, expected):
-    _, m = reallocate(t(0, 0, 0, 0), t(*s), G, TAU, membership=membership)
+    m = reallocate(t(0, 0, 0, 0), t(*s), G, TAU, membership=membership).mask
     assert bool(m.any()) is expected
 
 
 def test_direction_switches_for_ablations():
     rewards, s = t(0, 0, 0, 0, 1, 1, 1, 1), t(0.1, 0.9, 0.2, 0.3, 0.1, 1.2, 1.9, 0.2)
-    _, m = reallocate(rewards, s, G, TAU, reallocate_easy=False)
+    m = reallocate(rewards, s, G, TAU, reallocate_easy=False).mask
     assert m.tolist() == [True] * 4 + [False] * 4
-    _, m = reallocate(rewards, s, G, TAU, reallocate_hard=False)
+    m = reallocate(rewards, s, G, TAU, reallocate_hard=False).mask
     assert m.tolist() == [False] * 4 + [True] * 4
 
 
 def test_nan_threshold_means_no_reallocation():
-    _, m = reallocate(t(0, 0, 0, 0), t(0.1, 0.2, 0.3, 0.4), G, math.nan)
+    m = reallocate(t(0, 0, 0, 0), t(0.1, 0.2, 0.3, 0.4), G, math.nan).mask
     assert not m.any()
 
 
 def test_graded_rewards_move_by_delta():
     rewards = t(0.3, 0.3, 0.3, 0.3, 2.0, 2.0, 2.0, 2.0, 0.0, 1.0, 2.0, 3.0)
     s = t(0.1, 0.9, 0.2, 0.3, 0.1, 1.2, 1.9, 0.2, 0.1, 0.2, 0.3, 0.4)
-    out = reallocate_detailed(rewards, s, G, TAU, reward_mode="graded", correct_threshold=1.0, graded_delta=0.5)
+    out = reallocate(rewards, s, G, TAU, reward_mode="graded", correct_threshold=1.0, graded_delta=0.5)
     assert out.group_types.tolist() == [GroupType.HARD, GroupType.EASY, GroupType.NORMAL]
     assert out.rewards.tolist() == pytest.approx([0.3, 0.8, 0.3, 0.3, 2.0, 2.0, 1.5, 2.0, 0.0, 1.0, 2.0, 3.0])
     # default delta: the batch's reward range (3.0)
-    out = reallocate_detailed(rewards, s, G, TAU, reward_mode="graded", correct_threshold=1.0)
+    out = reallocate(rewards, s, G, TAU, reward_mode="graded", correct_threshold=1.0)
     assert out.rewards[1].item() == pytest.approx(3.3)
 
 
@@ -129,7 +134,8 @@ def test_graded_zero_variance_tolerance_scales_with_rewards():
 def test_group_with_invalid_row_is_never_extreme():
     rewards = t(0, 0, float("nan"), 0)
     valid = torch.tensor([True, True, False, True])
-    r, m = reallocate(rewards, t(0.1, 0.2, 0.3, 0.4), G, TAU, valid=valid)
+    result = reallocate(rewards, t(0.1, 0.2, 0.3, 0.4), G, TAU, valid=valid)
+    r, m = result.rewards, result.mask
     assert not m.any() and math.isnan(r[2])
 
 
@@ -163,7 +169,7 @@ def test_random_selection_hand_case_moves_the_drawn_response_of_the_same_groups(
     noise = torch.rand((3, G), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     noise[2, 1] = -1.0  # the invalid row is never drawn
     expected = noise.argmax(1).tolist()
-    out = reallocate_detailed(rewards, log_ppl, G, TAU, selection="random", generator=gen)
+    out = reallocate(rewards, log_ppl, G, TAU, selection="random", generator=gen)
     assert out.hard.tolist() == [True, False, False] and out.easy.tolist() == [False, False, True]
     assert out.selected.tolist() == expected
     want = rewards.clone().view(3, G)
@@ -175,7 +181,7 @@ def test_random_selection_hand_case_moves_the_drawn_response_of_the_same_groups(
 
 def test_random_selection_is_uniform_over_valid_rows_and_never_picks_invalid_ones():
     log_ppl = t(*([0.1, math.nan, 0.3, 0.2] * 2000))
-    picks = reallocate_detailed(
+    picks = reallocate(
         torch.zeros(8000), log_ppl, G, TAU, selection="random", generator=torch.Generator().manual_seed(1)
     ).selected
     counts = torch.bincount(picks, minlength=G).tolist()
@@ -184,7 +190,16 @@ def test_random_selection_is_uniform_over_valid_rows_and_never_picks_invalid_one
 
 
 def test_max_ppl_selection_is_the_default_and_random_is_validated():
-    out = reallocate_detailed(t(0, 0, 0, 0), t(0.1, 0.5, 0.3, 0.2), G, TAU)
+    out = reallocate(t(0, 0, 0, 0), t(0.1, 0.5, 0.3, 0.2), G, TAU)
     assert out.selected.tolist() == [1]
     with pytest.raises(ValueError, match="selection"):
-        reallocate_detailed(t(0, 0, 0, 0), t(0.1, 0.5, 0.3, 0.2), G, TAU, selection="maxppl")
+        reallocate(t(0, 0, 0, 0), t(0.1, 0.5, 0.3, 0.2), G, TAU, selection="maxppl")
+
+
+def test_reallocate_detailed_is_a_deprecated_alias_of_reallocate():
+    rewards, s = t(0, 0, 0, 0, 1, 1, 1, 1), t(0.1, 0.9, 0.2, 0.3, 0.1, 1.2, 1.9, 0.2)
+    with pytest.warns(DeprecationWarning, match="reallocate"):
+        old = reallocate_detailed(rewards, s, G, TAU, membership="all")
+    new = reallocate(rewards, s, G, TAU, membership="all")
+    assert torch.equal(old.rewards, new.rewards) and torch.equal(old.mask, new.mask)
+    assert torch.equal(old.selected, new.selected) and torch.equal(old.hard, new.hard)

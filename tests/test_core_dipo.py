@@ -192,3 +192,33 @@ def test_random_selection_is_seeded_reproducible_and_restored_from_state():
     resumed = DiPO(cfg)
     resumed.load_state_dict(first.state_dict())
     assert head + run(resumed, batches[3:]) == full
+
+
+def test_step_folds_with_fold_advantages_and_validates_once(monkeypatch):
+    """One path: ``DiPO.step`` folds with :func:`fold_advantages` and validates its inputs itself only; the BRR and
+    queue entry points' own checks are not run again from inside the step."""
+    import dipo.core.brr as brr
+    import dipo.core.dipo as dipo_module
+    import dipo.core.queue as queue
+
+    calls = []
+    real_fold = dipo_module.fold_advantages
+
+    def spy_fold(*args, **kwargs):
+        calls.append(args)
+        return real_fold(*args, **kwargs)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("re-validated inside DiPO.step")
+
+    rewards, s = batch()
+    expected = DiPO(DiPOCoreConfig(judgment_confidence=None)).step(rewards, s, 8)
+    monkeypatch.setattr(dipo_module, "fold_advantages", spy_fold)
+    for module in (brr, queue):
+        for name in ("check_1d", "check_same_shape", "check_group_size", "check_log_ppl", "check_choice"):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, refuse)
+    out = DiPO(DiPOCoreConfig(judgment_confidence=None)).step(rewards, s, 8)
+    assert len(calls) == 1
+    assert torch.equal(out.advantages, expected.advantages)
+    assert torch.equal(out.advantages, out.base_advantages + out.advantage_delta)

@@ -114,8 +114,9 @@ def test_integer_and_bool_rewards_are_accepted(dtype):
     assert out.advantages.dtype == torch.float32
     assert torch.equal(out.advantages, expected.advantages) and out.realloc_mask.any()
     assert torch.equal(group_advantages(rewards.to(dtype), 4), group_advantages(rewards, 4))
-    realloc, mask = reallocate(rewards.to(dtype), s, 4, 1.45)
-    assert torch.equal(realloc, reallocate(rewards, s, 4, 1.45)[0]) and mask.any()
+    result = reallocate(rewards.to(dtype), s, 4, 1.45)
+    realloc, mask = result.rewards, result.mask
+    assert torch.equal(realloc, reallocate(rewards, s, 4, 1.45).rewards) and mask.any()
 
 
 def test_complex_rewards_are_refused_with_the_expected_dtype():

@@ -19,7 +19,8 @@ def one_step(logits: torch.Tensor, rewards: torch.Tensor, lr: float = 1e-2) -> t
     log_ppl = -torch.log_softmax(theta.detach(), 0)
     k = logits.numel()
     threshold = float(log_ppl.max()) + 1.0 if rewards[0] == 0 else float(log_ppl.min()) - 1.0
-    realloc, mask = reallocate(rewards, log_ppl, k, threshold)
+    result = reallocate(rewards, log_ppl, k, threshold)
+    realloc, mask = result.rewards, result.mask
     assert mask.all()
     adv = group_advantages(realloc, k)
     objective = (adv * torch.log_softmax(theta, 0)).sum()

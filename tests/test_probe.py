@@ -17,7 +17,7 @@ from dipo.core import (
     find_threshold,
     judge,
     quadrant_labels,
-    reallocate_detailed,
+    reallocate,
     sequence_log_ppl,
 )
 from dipo.evaluation.metrics import auroc
@@ -205,7 +205,7 @@ def test_probe_numbers_equal_a_direct_dipo_core_computation(probe_dir):
     assert result["groups"]["num_hard"] == int((types == GroupType.HARD).sum())
     assert result["groups"]["num_easy"] == int((types == GroupType.EASY).sum())
     for membership in ("selected", "all", "mean"):
-        realloc = reallocate_detailed(rewards, s, K, tau, membership)
+        realloc = reallocate(rewards, s, K, tau, membership)
         assert result["reallocation"][membership]["hard"] == int(realloc.hard.sum())
         assert result["reallocation"][membership]["easy"] == int(realloc.easy.sum())
     assert result["batches"]["num_steps"] == 6

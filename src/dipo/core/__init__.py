@@ -5,9 +5,9 @@ Spec sections refer to ``docs/algorithm.md`` (the project's DiPO spec):
 - §3 :func:`sequence_log_ppl`
 - §4 :class:`PPLQueue`
 - §5 :func:`find_threshold`, :func:`judge`, :func:`quadrant_labels`
-- §6 :func:`reallocate`
+- §6 :func:`reallocate` (returns a :class:`Reallocation`; ``reallocate_detailed`` is a deprecated alias)
 - §7 :func:`group_advantages`, :func:`fold_advantages`, :func:`realloc_scale`
-- the whole step: :class:`DiPO` with :class:`DiPOCoreConfig`
+- the whole step: :class:`DiPO` with :class:`DiPOCoreConfig` (validates its inputs once, at entry)
 """
 
 from dipo.core.advantages import fold_advantages, group_advantages, realloc_scale

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -92,7 +94,7 @@ def in_space(
     return result & ok.any(1)
 
 
-def reallocate_detailed(
+def reallocate(
     rewards: Tensor,
     log_ppl: Tensor,
     group_size: int,
@@ -109,11 +111,39 @@ def reallocate_detailed(
     selection: str = "max_ppl",
     generator: torch.Generator | None = None,
 ) -> Reallocation:
-    """Spec §6 BRR with every decision returned; see :func:`reallocate` for the rule.
+    """Spec §6, Bidirectional Reward Reallocation: the reallocated rewards R_r and every decision behind them.
+
+    Only extreme groups are touched. With j the maximum-PPL response of the group:
+
+    * hard group (all wrong) lying in the exploitation space (s < τ*) → j gets the reward ``+delta`` (binary: 1,
+      the others stay 0): the *maximum-PPL reward*, exploration;
+    * easy group (all right) lying in the exploration space (s > τ*) → j gets ``-delta`` (binary: 0, the others
+      stay 1): the *maximum-PPL penalty*, exploitation;
+    * every other group is left as is (R_r = R) and is not in the mask.
+
+    The verifier reward R is never modified; R_r is a separate channel (spec §7).
 
     ``selection="random"`` (control) keeps every group decision of the rule (which groups are reallocated, decided on
     the maximum-PPL response) but moves the reward of a uniformly random valid response of the group instead
     (:func:`select_random`, drawn from ``generator``); ``selected`` then holds that random index.
+
+    Args:
+        rewards: ``[N]`` verifier rewards, groups of ``group_size`` contiguous rows (float, int or bool).
+        log_ppl: ``[N]`` log-perplexities (NaN: no valid token, never selected).
+        group_size: G.
+        threshold: τ* on the log-PPL scale (NaN: no reallocation).
+        membership: "selected" (default) | "all" | "mean", see :func:`in_space`.
+        reward_mode: "binary" (0/1 enforced, move by 1) or "graded" (move by ``graded_delta``).
+        correct_threshold: reward ≥ threshold ⇒ correct (hard vs easy extreme groups).
+        graded_delta: graded move of the selected reward; None = the batch's reward range (1.0 if constant).
+        reallocate_hard / reallocate_easy: ablation switches for the two directions.
+        valid: optional ``[N]`` bool; False rows are excluded everywhere.
+        zero_variance_tol: graded extreme test, see :func:`dipo.core.zero_variance_groups`.
+        selection: "max_ppl" (paper) or "random" (control).
+        generator: CPU generator of the ``selection="random"`` draws.
+
+    Returns:
+        :class:`Reallocation` (``.rewards`` R_r and ``.mask`` the rows of reallocated groups, among others).
     """
     check_1d("rewards", rewards)
     check_1d("log_ppl", log_ppl)
@@ -128,7 +158,43 @@ def reallocate_detailed(
     check_finite_rewards(rewards, valid)
     if reward_mode == "binary":
         check_binary_rewards(rewards, valid)
+    return _reallocate_unchecked(
+        rewards,
+        log_ppl,
+        group_size,
+        threshold,
+        membership,
+        reward_mode=reward_mode,
+        correct_threshold=correct_threshold,
+        graded_delta=graded_delta,
+        reallocate_hard=reallocate_hard,
+        reallocate_easy=reallocate_easy,
+        valid=valid,
+        zero_variance_tol=zero_variance_tol,
+        selection=selection,
+        generator=generator,
+    )
 
+
+def _reallocate_unchecked(
+    rewards: Tensor,
+    log_ppl: Tensor,
+    group_size: int,
+    threshold: float,
+    membership: str,
+    *,
+    reward_mode: str,
+    correct_threshold: float,
+    graded_delta: float | None,
+    reallocate_hard: bool,
+    reallocate_easy: bool,
+    valid: Tensor,
+    zero_variance_tol: float,
+    selection: str,
+    generator: torch.Generator | None,
+) -> Reallocation:
+    """:func:`reallocate` on inputs already validated by the caller (float rewards, a ``valid`` bool tensor, known
+    choices); internal to ``dipo.core`` (``DiPO.step`` validates once at its own entry)."""
     group_types = classify_groups(rewards, valid, group_size, correct_threshold, zero_variance_tol)
     selected = select_max_ppl(log_ppl, group_size)
     if math.isnan(threshold):
@@ -153,6 +219,16 @@ def reallocate_detailed(
     return Reallocation(realloc_rewards, mask, group_types, selected, hard, easy)
 
 
+def reallocate_detailed(*args: Any, **kwargs: Any) -> Reallocation:
+    """Deprecated alias of :func:`reallocate` (which now returns the :class:`Reallocation`); removed in 0.2."""
+    warnings.warn(
+        "dipo.core.reallocate_detailed is deprecated; use dipo.core.reallocate (it returns the Reallocation).",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return reallocate(*args, **kwargs)
+
+
 def _reallocation_delta(rewards: Tensor, valid: Tensor, reward_mode: str, graded_delta: float | None) -> float:
     """How far BRR moves the selected reward: 1 for binary rewards (0 ↔ 1); for graded rewards ``graded_delta``,
     or by default the batch's observed reward range (1.0 if the whole batch is constant)."""
@@ -165,40 +241,3 @@ def _reallocation_delta(rewards: Tensor, valid: Tensor, reward_mode: str, graded
     r = rewards[valid]
     span = float(r.max() - r.min())
     return span if span > 0 else 1.0
-
-
-def reallocate(
-    rewards: Tensor,
-    log_ppl: Tensor,
-    group_size: int,
-    threshold: float,
-    membership: str = "selected",
-    **options: object,
-) -> tuple[Tensor, Tensor]:
-    """Spec §6, Bidirectional Reward Reallocation: the reallocated rewards R_r and the rows that changed group.
-
-    Only extreme groups are touched. With j the maximum-PPL response of the group:
-
-    * hard group (all wrong) lying in the exploitation space (s < τ*) → j gets the reward ``+delta`` (binary: 1,
-      the others stay 0): the *maximum-PPL reward*, exploration;
-    * easy group (all right) lying in the exploration space (s > τ*) → j gets ``-delta`` (binary: 0, the others
-      stay 1): the *maximum-PPL penalty*, exploitation;
-    * every other group is left as is (R_r = R) and is not in the mask.
-
-    The verifier reward R is never modified; R_r is a separate channel (spec §7).
-
-    Args:
-        rewards: ``[N]`` verifier rewards, groups of ``group_size`` contiguous rows.
-        log_ppl: ``[N]`` log-perplexities (NaN: no valid token, never selected).
-        group_size: G.
-        threshold: τ* on the log-PPL scale (NaN: no reallocation).
-        membership: "selected" (default) | "all" | "mean", see :func:`in_space`.
-        **options: ``reward_mode``, ``correct_threshold``, ``graded_delta``, ``reallocate_hard``,
-            ``reallocate_easy``, ``valid``, ``zero_variance_tol``, ``selection``, ``generator`` (see
-            :func:`reallocate_detailed`).
-
-    Returns:
-        ``(realloc_rewards [N], realloc_mask [N] bool)``.
-    """
-    result = reallocate_detailed(rewards, log_ppl, group_size, threshold, membership, **options)  # type: ignore[arg-type]
-    return result.rewards, result.mask

@@ -28,8 +28,8 @@ from dipo.core._checks import (
     float_rewards,
     valid_mask,
 )
-from dipo.core.advantages import group_advantages, realloc_scale
-from dipo.core.brr import reallocate_detailed
+from dipo.core.advantages import fold_advantages, group_advantages, realloc_scale
+from dipo.core.brr import _reallocate_unchecked
 from dipo.core.config import DiPOCoreConfig
 from dipo.core.groups import GroupType, classify_groups, correctness
 from dipo.core.judgment import Judgment, judge
@@ -152,7 +152,7 @@ class DiPO:
 
         # §2 correctness, §4 queue (current batch included).
         correct = correctness(rewards, valid, cfg.correct_threshold)
-        self.queue.push(log_ppl, correct)
+        self.queue._push_unchecked(log_ppl, correct)  # validated above
         queue_s, queue_c = self.queue.values()
 
         # §5 PSD: threshold and advantage judgment.
@@ -165,7 +165,7 @@ class DiPO:
         applied = (judgment.passed or not cfg.judgment) and not math.isnan(tau)
 
         # §6 BRR (only when PPL is trusted) — otherwise DiPO is the base method for this step.
-        realloc = reallocate_detailed(
+        realloc = _reallocate_unchecked(  # inputs and config validated above
             rewards,
             log_ppl,
             group_size,
@@ -188,12 +188,14 @@ class DiPO:
         if bool(realloc.mask.any()) and cfg.alpha > 0:
             realloc_adv = group_advantages(realloc.rewards, group_size, **norm) * realloc.mask
             scale = realloc_scale(realloc.mask, cfg.realloc_normalizer, token_counts, valid)
-            delta = (cfg.alpha * scale) * realloc_adv
         else:
-            delta = torch.zeros_like(base)
+            realloc_adv, scale = torch.zeros_like(base), 1.0
+        advantages = fold_advantages(base, realloc_adv, cfg.alpha, scale)
+        # A^r is non-zero only in reallocated groups, where A is 0 (binary rewards: exactly), so this is α·scale·A^r.
+        delta = advantages - base
 
         return DiPOStepOutput(
-            advantages=base + delta,
+            advantages=advantages,
             base_advantages=base,
             advantage_delta=delta,
             realloc_rewards=realloc.rewards,

@@ -29,6 +29,10 @@ class PPLQueue:
         check_1d("log_ppl", log_ppl)
         check_1d("correct", correct)
         check_same_shape("log_ppl", log_ppl, "correct", correct)
+        self._push_unchecked(log_ppl, correct)
+
+    def _push_unchecked(self, log_ppl: Tensor, correct: Tensor) -> None:
+        """:meth:`push` on 1-D tensors of equal shape already validated by the caller (``DiPO.step``)."""
         keep = ~torch.isnan(log_ppl)
         self._batches.append((log_ppl[keep].detach(), correct[keep].detach().bool()))
 

@@ -9,7 +9,7 @@ log-probs under the sampling policy (:mod:`dipo.probe.sampling`):
   of a training step holds only two batches, see ``batches`` below); its error :func:`dipo.core.threshold_error`;
 * the advantage judgment :func:`dipo.core.judge` (Δ_EiS, Δ_ErS, Wilson intervals);
 * quadrants :func:`dipo.core.quadrant_labels`; group types :func:`dipo.core.classify_groups`;
-* extreme groups BRR would reallocate at τ*, for each membership rule: :func:`dipo.core.reallocate_detailed`;
+* extreme groups BRR would reallocate at τ*, for each membership rule: :func:`dipo.core.reallocate`;
 * AUROC of −log-PPL for correctness: :func:`dipo.evaluation.metrics.auroc` (1 = PPL separates perfectly, 0.5 = not
   at all);
 * ``batches``: the same data replayed through :class:`dipo.core.DiPO` in training-sized batches (``batch_prompts``
@@ -35,7 +35,7 @@ from dipo.core import (
     find_threshold,
     judge,
     quadrant_labels,
-    reallocate_detailed,
+    reallocate,
     sequence_log_ppl,
     threshold_error,
 )
@@ -199,7 +199,7 @@ def analyse(records: Sequence[dict[str, Any]], config: AnalysisConfig | None = N
 
 
 def reallocation_table(t: ProbeTensors, tau: float, passed: bool) -> dict[str, Any]:
-    """For each membership rule: extreme groups BRR would reallocate at τ* (:func:`dipo.core.reallocate_detailed`).
+    """For each membership rule: extreme groups BRR would reallocate at τ* (:func:`dipo.core.reallocate`).
 
     ``*_if_judged`` are the counts BRR would act on given the judgment (0 if it failed), the others ignore it.
     """
@@ -207,7 +207,7 @@ def reallocation_table(t: ProbeTensors, tau: float, passed: bool) -> dict[str, A
     n_hard, n_easy = int((types == GroupType.HARD).sum()), int((types == GroupType.EASY).sum())
     table: dict[str, Any] = {}
     for membership in MEMBERSHIPS:
-        result = reallocate_detailed(t.rewards, t.log_ppl, t.group_size, tau, membership)
+        result = reallocate(t.rewards, t.log_ppl, t.group_size, tau, membership)
         hard, easy = int(result.hard.sum()), int(result.easy.sum())
         table[membership] = {
             "hard": hard,
