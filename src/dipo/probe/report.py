@@ -37,8 +37,16 @@ def verdict(result: dict[str, Any]) -> str:
         f"{_pct(mixed)} of groups are mixed",
         f"BRR would act on {acted} extreme group(s) (membership 'selected')",
     ]
-    holds = judged and auc is not None and auc > 0.5 and acted > 0
-    return ("premise holds: " if holds else "premise does not hold: ") + "; ".join(parts) + "."
+    separates = judged and auc is not None and auc > 0.5
+    if separates and acted > 0:
+        head = "premise holds: "
+    elif separates:
+        head = (
+            "premise holds only in part (PPL separates correct from wrong, but BRR has no extreme group to act on): "
+        )
+    else:
+        head = "premise does not hold (PPL does not separate correct from wrong at τ*): "
+    return head + "; ".join(parts) + "."
 
 
 def markdown(result: dict[str, Any], meta: dict[str, Any]) -> str:
