@@ -120,7 +120,8 @@ def test_verify_answer(completion: str, gold: str, correct: bool) -> None:
 
 @needs_math_verify
 def test_verify_in_worker_thread() -> None:
-    """math-verify's signal.alarm timeouts would raise outside the main thread; ours disables them there."""
+    """math-verify's signal.alarm timeouts would raise outside the main thread; ours run in the bounded worker
+    process (tests/test_reward_safety.py checks the bound)."""
     from dipo.tasks.math import answers_equal, parse_answer
 
     parse_answer.cache_clear()

@@ -9,6 +9,10 @@ every report says so.
 Ground truth uses BFCL's possible-answer form: a list of calls ``{name: {param: [acceptable values]}}``, where an
 acceptable value ``""`` marks an optional parameter. Concrete ToolRL-style calls (``{"name", "arguments"}``) are
 converted to that form by :func:`normalize_ground_truth`.
+
+Model output never hangs or crashes a reward: :func:`parse_tool_calls` bounds its input (:data:`MAX_OUTPUT_CHARS`,
+:data:`MAX_NESTING`, :data:`MAX_CALLS`), evaluates arithmetic with a size bound (:data:`MAX_ARITHMETIC_BITS`) and
+never raises; the rewards score anything they cannot read as no call.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import ast
 import itertools
 import json
 import logging
+import operator
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -128,6 +133,23 @@ class ParsedCalls:
         return bool(self.calls)
 
 
+#: Outputs longer than this (characters) are not parsed: no call. BFCL-style answers take a few hundred.
+MAX_OUTPUT_CHARS = 100_000
+#: Deepest nesting accepted in an output: brackets and runs of signs in the text, the Python syntax tree, and the
+#: values of the parsed arguments. Deeper output is not a call (Python's own parser fails on deep nesting with
+#: MemoryError or RecursionError).
+MAX_NESTING = 64
+#: Most calls accepted in one output; more is degenerate output, not a call list.
+MAX_CALLS = 64
+#: Largest integer (in bits) that arithmetic in a Python call argument (``2**10``, ``3*4``) may produce; a result
+#: that would be larger is refused before it is computed, so nested powers cannot hang the parser.
+MAX_ARITHMETIC_BITS = 1024
+
+
+def _short(node: ast.AST) -> str:
+    return ast.unparse(node)[:80]
+
+
 def _literal(node: ast.AST) -> Any:
     if isinstance(node, ast.Constant):
         return node.value
@@ -145,9 +167,53 @@ def _literal(node: ast.AST) -> Any:
         return {"true": True, "false": False, "null": None, "none": None}.get(node.id.lower(), node.id)
     if isinstance(node, ast.Call):
         return _call_from_ast(node)
-    if isinstance(node, ast.BinOp) and _is_small_arithmetic(node):  # e.g. 2**10, 3*4: BFCL evaluates these too
-        return eval(compile(ast.Expression(node), "<call>", "eval"), {"__builtins__": {}})
-    raise ValueError(f"unsupported value {ast.unparse(node)!r}")
+    if isinstance(node, ast.BinOp):  # e.g. 2**10, 3*4: BFCL evaluates these too
+        return _arithmetic(node)
+    raise ValueError(f"unsupported value {_short(node)!r}")
+
+
+_ARITHMETIC = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
+
+
+def _arithmetic(node: ast.AST) -> int | float:
+    """Value of constant arithmetic: numbers, unary ``+``/``-`` and ``+ - * / // % **``, nothing that calls code.
+
+    Bounded work: an integer product or power whose result would exceed :data:`MAX_ARITHMETIC_BITS` is refused
+    from the operands' sizes before it is computed (``((9**64)**64)**64`` fails at once); floats cost O(1).
+    Raises ``ValueError`` for anything else, a too-large or complex result, or a division by zero.
+    """
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+        value = node.value
+    elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        value = _arithmetic(node.operand)
+        value = -value if isinstance(node.op, ast.USub) else value
+    elif isinstance(node, ast.BinOp) and type(node.op) in _ARITHMETIC:
+        left, right = _arithmetic(node.left), _arithmetic(node.right)
+        if isinstance(left, int) and isinstance(right, int):
+            size = max(abs(left).bit_length() - 1, 0)  # log2 |left|, rounded down
+            if isinstance(node.op, ast.Mult) and left.bit_length() + right.bit_length() > MAX_ARITHMETIC_BITS + 1:
+                raise ValueError(f"{_short(node)!r} is too large")
+            if isinstance(node.op, ast.Pow) and right > 0 and size * right > MAX_ARITHMETIC_BITS:
+                raise ValueError(f"{_short(node)!r} is too large")
+        try:
+            value = _ARITHMETIC[type(node.op)](left, right)
+        except (ZeroDivisionError, OverflowError) as err:
+            raise ValueError(f"{_short(node)!r}: {err}") from err
+    else:
+        raise ValueError(f"unsupported value {_short(node)!r}")
+    if isinstance(value, int) and value.bit_length() > MAX_ARITHMETIC_BITS:
+        raise ValueError(f"{_short(node)!r} is too large")
+    if not isinstance(value, (int, float)):  # e.g. (-8) ** 0.5 is complex
+        raise ValueError(f"{_short(node)!r} is not a real number")
+    return value
 
 
 def _call_name(func: ast.AST) -> str:
@@ -163,39 +229,59 @@ def _call_name(func: ast.AST) -> str:
 
 def _call_from_ast(node: ast.Call) -> Call:
     if node.args:
-        raise ValueError(f"positional arguments in {ast.unparse(node)!r}; use keyword arguments")
+        raise ValueError(f"positional arguments in {_short(node)!r}; use keyword arguments")
     return {_call_name(node.func): {kw.arg: _literal(kw.value) for kw in node.keywords if kw.arg}}
 
 
-def _is_small_arithmetic(tree: ast.AST) -> bool:
-    """Only numeric constants and + - * / % ** with exponents up to 64 (nothing that could hang or call code)."""
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Constant):
-            if not isinstance(node.value, (int, float)) or isinstance(node.value, bool):
-                return False
-        elif isinstance(node, ast.BinOp):
-            if not isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Mod, ast.Pow, ast.FloorDiv)):
-                return False
-            if isinstance(node.op, ast.Pow) and not (
-                isinstance(node.right, ast.Constant) and isinstance(node.right.value, int) and node.right.value <= 64
-            ):
-                return False
-        elif not isinstance(node, (ast.UnaryOp, ast.USub, ast.UAdd, ast.operator)):
-            return False
-    return True
+_BRACKET_RE = re.compile(r"[][(){}]")
+
+
+def _check_nesting(text: str) -> None:
+    """``ValueError`` if ``text`` nests brackets, or chains signs (``- - -1``), deeper than :data:`MAX_NESTING`:
+    checked in one pass before Python's parser, which fails on those with MemoryError or RecursionError."""
+    depth = 0
+    for match in _BRACKET_RE.finditer(text):
+        depth = depth + 1 if match.group() in "([{" else max(depth - 1, 0)
+        if depth > MAX_NESTING:
+            raise ValueError(f"brackets nested deeper than {MAX_NESTING}")
+    if re.search(rf"[-+~](?:\s*[-+~]){{{MAX_NESTING}}}", text):
+        raise ValueError(f"more than {MAX_NESTING} signs in a row")
+
+
+def _check_tree_depth(tree: ast.AST) -> None:
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise ValueError(f"expression nested deeper than {MAX_NESTING}")
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
 
 
 def parse_python_calls(text: str) -> list[Call]:
-    """``[f(a=1), g.h(b="x")]`` or ``f(a=1)`` → calls. Raises ``ValueError``/``SyntaxError`` otherwise."""
+    """``[f(a=1), g.h(b="x")]`` or ``f(a=1)`` → calls. Raises ``ValueError``/``SyntaxError`` otherwise.
+
+    Input longer than :data:`MAX_OUTPUT_CHARS` or nested deeper than :data:`MAX_NESTING` is refused before
+    Python's parser sees it; what the parser still raises on pathological input (MemoryError, RecursionError)
+    becomes ``ValueError``.
+    """
     body = text.strip().strip("`").strip()
     if body.startswith("python"):
         body = body[len("python") :].strip()
-    tree = ast.parse(body, mode="eval").body
+    if len(body) > MAX_OUTPUT_CHARS:
+        raise ValueError(f"longer than {MAX_OUTPUT_CHARS} characters")
+    _check_nesting(body)
+    try:
+        tree = ast.parse(body, mode="eval").body
+    except (MemoryError, RecursionError) as err:  # the parser's own stack limits: not a real out-of-memory
+        raise ValueError(f"too complex for Python's parser ({type(err).__name__})") from err
     nodes = tree.elts if isinstance(tree, (ast.List, ast.Tuple)) else [tree]
+    if len(nodes) > MAX_CALLS:
+        raise ValueError(f"more than {MAX_CALLS} calls")
+    _check_tree_depth(tree)
     calls = []
     for node in nodes:
         if not isinstance(node, ast.Call):
-            raise ValueError(f"{ast.unparse(node)!r} is not a function call")
+            raise ValueError(f"{_short(node)!r} is not a function call")
         calls.append(_call_from_ast(node))
     return calls
 
@@ -216,40 +302,95 @@ def _json_call(obj: Any) -> Call:
     raise ValueError('a JSON call needs "name" and an "arguments" object')
 
 
+def _tool_call_blocks(text: str) -> list[str]:
+    """Contents of ``<tool_call>...</tool_call>`` blocks, found with ``str.find`` (linear in the text)."""
+    blocks, pos = [], 0
+    while (start := text.find("<tool_call>", pos)) != -1:
+        end = text.find("</tool_call>", start)
+        if end == -1:
+            break
+        blocks.append(text[start + len("<tool_call>") : end].strip())
+        pos = end + len("</tool_call>")
+    return blocks
+
+
 def parse_json_calls(text: str) -> list[Call]:
     """``{"name": ..., "arguments": {...}}``, a list of those, ``<tool_call>`` blocks (Hermes/Qwen) or
     ``{"tool_calls": [...]}`` → calls. Raises ``ValueError`` otherwise."""
-    blocks = re.findall(r"<tool_call>\s*(.*?)\s*</tool_call>", text, flags=re.S)
+    blocks = _tool_call_blocks(text)
     if blocks:
         return [_json_call(json.loads(b)) for b in blocks]
     body = text.strip()
-    fence = re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", body, flags=re.S)
-    if fence:
-        body = fence.group(1)
+    if len(body) >= 6 and body.startswith("```") and body.endswith("```"):  # a fenced block, optionally ```json
+        body = body[3:-3]
+        body = (body[4:] if body.startswith("json") else body).strip()
     obj = json.loads(body)
     if isinstance(obj, dict) and isinstance(obj.get("tool_calls"), list):
         obj = obj["tool_calls"]
+    if isinstance(obj, list) and len(obj) > MAX_CALLS:
+        raise ValueError(f"more than {MAX_CALLS} calls")
     return [_json_call(o) for o in obj] if isinstance(obj, list) else [_json_call(obj)]
 
 
+def _check_calls(calls: list[Call]) -> list[Call]:
+    """``ValueError`` if there are more than :data:`MAX_CALLS` calls or an argument value nests deeper than
+    :data:`MAX_NESTING` (the scorers recurse into values)."""
+    if len(calls) > MAX_CALLS:
+        raise ValueError(f"more than {MAX_CALLS} calls")
+    stack: list[tuple[Any, int]] = [(call, 1) for call in calls]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise ValueError(f"argument values nested deeper than {MAX_NESTING}")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend((v, depth + 1) for v in value)
+    return calls
+
+
+_SPAN_START_RE = re.compile(r"\[\s*[A-Za-z_][\w.]*\(")
+_SPAN_END_RE = re.compile(r"\)\s*\]")
+
+
+def _call_list_span(text: str) -> str | None:
+    """The span from the first ``[name(`` to the last ``)]`` after it (two linear scans, no backtracking)."""
+    end = None
+    for end in _SPAN_END_RE.finditer(text):  # noqa: B007 - the last one
+        pass
+    start = _SPAN_START_RE.search(text, 0, end.start()) if end else None
+    return text[start.start() : end.end()] if start and end else None
+
+
+# What a parser raises on malformed output (MemoryError and RecursionError: Python's and json's nesting limits).
+_PARSE_ERRORS = (ValueError, SyntaxError, TypeError, KeyError, RecursionError, MemoryError, ZeroDivisionError,
+                 OverflowError, AttributeError, IndexError)  # fmt: skip
+
+
 def parse_tool_calls(text: str) -> ParsedCalls:
-    """Calls in a completion, trying BFCL's Python-call syntax, then JSON forms. Never raises."""
+    """Calls in a completion, trying JSON forms, then BFCL's Python-call syntax. Never raises, and bounded: text that
+    is not a string, longer than :data:`MAX_OUTPUT_CHARS`, nested deeper than :data:`MAX_NESTING` or with more than
+    :data:`MAX_CALLS` calls is no call."""
+    if not isinstance(text, str):
+        return ParsedCalls(None, None, f"not text: {type(text).__name__}")
     text = text.strip()
     if not text:
         return ParsedCalls(None, None, "empty output")
+    if len(text) > MAX_OUTPUT_CHARS:
+        return ParsedCalls(None, None, f"output longer than {MAX_OUTPUT_CHARS} characters")
     errors = []
     for syntax, parser in (("json", parse_json_calls), ("python", parse_python_calls)):
         try:
-            return ParsedCalls(parser(text), syntax)
-        except (ValueError, SyntaxError, TypeError, KeyError, RecursionError, ZeroDivisionError, OverflowError) as e:
-            errors.append(f"{syntax}: {e}")
+            return ParsedCalls(_check_calls(parser(text)), syntax)
+        except _PARSE_ERRORS as e:
+            errors.append(f"{syntax}: {str(e)[:200]}")
     # A code fence or a leading sentence around a Python call list: parse the last [...] span.
-    match = re.search(r"\[\s*[A-Za-z_][\w.]*\(.*\)\s*\]", text, flags=re.S)
-    if match:
+    span = _call_list_span(text)
+    if span and span != text:
         try:
-            return ParsedCalls(parse_python_calls(match.group(0)), "python")
-        except (ValueError, SyntaxError, TypeError, RecursionError, ZeroDivisionError, OverflowError) as err:
-            errors.append(f"python span: {err}")
+            return ParsedCalls(_check_calls(parse_python_calls(span)), "python")
+        except _PARSE_ERRORS as err:
+            errors.append(f"python span: {str(err)[:200]}")
     return ParsedCalls(None, None, "; ".join(errors))
 
 
@@ -315,10 +456,12 @@ def bfcl_check(
         mode = "multiple"
     else:
         mode = "simple"
+    checker = _bfcl_checker()  # a missing package is a setup error: it raises
     try:
-        result = _bfcl_checker()(tools, parsed.calls, gold, "Python", mode, "dipo")
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
-        # The checker indexes the model output without guarding types (e.g. a non-dict argument value).
+        result = checker(tools, parsed.calls, gold, "Python", mode, "dipo")
+    except Exception as err:
+        # The checker indexes the model output without guarding types (e.g. a non-dict argument value) and may
+        # convert huge numbers: whatever it raises on model output is a wrong answer, not a crash.
         return False, f"checker_error:{type(err).__name__}"
     return bool(result["valid"]), (None if result["valid"] else result.get("error_type"))
 
@@ -333,7 +476,10 @@ def _standardize(value: Any) -> Any:
     if isinstance(value, bool):
         return value
     if isinstance(value, (int, float)):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond float range (309+ digits) is compared exactly
+            return value
     if isinstance(value, (list, tuple)):
         return [_standardize(v) for v in value]
     if isinstance(value, dict):
@@ -410,9 +556,29 @@ def toolrl_score(parsed: ParsedCalls, gold: list[Call]) -> tuple[float, float]:
 # TRL reward functions
 
 
+def _completion_str(completion: Any) -> str:
+    """Text of a completion (string or chat messages); anything unreadable is no text, never an error."""
+    try:
+        return completion_text(completion)
+    except TypeError:
+        return ""
+
+
 class _ToolReward:
+    """Shared column handling. Config errors (a missing column, invalid gold or tool JSON) raise; model output
+    never does: each completion is parsed with the bounded :func:`parse_tool_calls`, and anything the scorer
+    still raises on it scores as an unparseable output (logged), so one reward is returned per completion."""
+
     def __init__(self, tools_field: str = "tools", answer_field: str = "answer", category_field: str = "category"):
         self.tools_field, self.answer_field, self.category_field = tools_field, answer_field, category_field
+
+    def _score(self, index: int, scorer: Any, fallback: float) -> float:
+        try:
+            return float(scorer())
+        except Exception as err:  # model output only: gold and tools were read before
+            logger.warning("%s reward: batch row %d scored %s: %s: %.200s", self.__name__, index, fallback,
+                           type(err).__name__, err)  # fmt: skip
+            return fallback
 
     def _columns(self, kwargs: dict[str, Any], n: int) -> tuple[list[Any], list[Any], list[str]]:
         for name in (self.tools_field, self.answer_field):
@@ -434,13 +600,19 @@ class BFCLAccuracyReward(_ToolReward):
 
     def __call__(self, prompts: list[Any], completions: list[Any], completion_ids: Any = None, **kwargs: Any):
         tools_col, gold_col, categories = self._columns(kwargs, len(completions))
+        _bfcl_checker()  # a missing package raises here, not as a 0 for every completion
         out: list[float | None] = []
         for i, completion in enumerate(completions):
             where = f"batch row {i}"
             tools = _cached_tools(_key(tools_col[i]), where, self.tools_field)
             gold = _cached_gold(_key(gold_col[i]), where, self.answer_field)
-            ok, _ = bfcl_check(tools, parse_tool_calls(completion_text(completion)), gold, categories[i])
-            out.append(1.0 if ok else 0.0)
+            category = categories[i]
+
+            def score(tools=tools, gold=gold, category=category, completion=completion) -> float:
+                ok, _ = bfcl_check(tools, parse_tool_calls(_completion_str(completion)), gold, category)
+                return 1.0 if ok else 0.0
+
+            out.append(self._score(i, score, 0.0))
         return out
 
 
@@ -465,8 +637,12 @@ class ToolRLReward(_ToolReward):
         out: list[float | None] = []
         for i, completion in enumerate(completions):
             gold = _cached_gold(_key(gold_col[i]), f"batch row {i}", self.answer_field)
-            fmt, correct = toolrl_score(parse_tool_calls(completion_text(completion)), gold)
-            reward = fmt + 6.0 * correct - 3.0
+
+            def score(gold=gold, completion=completion) -> float:
+                fmt, correct = toolrl_score(parse_tool_calls(_completion_str(completion)), gold)
+                return fmt + 6.0 * correct - 3.0
+
+            reward = self._score(i, score, -3.0)
             out.append(reward if self.scale == "toolrl" else (reward + 3.0) / 7.0)
         return out
 
