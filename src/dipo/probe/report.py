@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from dipo.probe.analysis import length_edges, scatter_pairs
-from dipo.reports.plots import plot_ppl_distributions
 
 
 def _f(value: Any, digits: int = 3) -> str:
@@ -125,32 +124,62 @@ def markdown(result: dict[str, Any], meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot(records: Sequence[dict[str, Any]], out_dir: Path, title: str, truncated: str, bins: int = 3) -> list[Path]:
+def plot_panels(
+    panels: dict[str, list[tuple[float, float]]], path: Path, title: str, threshold: float | None, bins: int = 30
+) -> Path | None:
+    """Histograms of PPL (log-scaled axis) of correct vs wrong responses, one panel per entry of ``panels``
+    (``(log_ppl, reward)`` pairs, reward >= 0.5 = correct), with τ* marked; drawn with the project's plot helpers."""
+    import numpy as np
+
+    from dipo.reports.plots import pyplot, save_figure
+
+    panels = {name: pairs for name, pairs in panels.items() if pairs}
+    if not panels:
+        return None
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels), 2.9), dpi=90, squeeze=False)
+    all_s = np.array([s for pairs in panels.values() for s, _ in pairs], dtype=float)
+    edges = np.linspace(float(all_s.min()), max(float(all_s.max()), float(all_s.min()) + 1e-3), bins + 1)
+    for ax, (name, pairs) in zip(axes[0], panels.items(), strict=True):
+        arr = np.array(pairs, dtype=float).reshape(-1, 2)
+        ok = arr[:, 1] >= 0.5
+        ax.hist(np.exp(arr[ok, 0]), bins=np.exp(edges), alpha=0.6, label=f"correct ({int(ok.sum())})")
+        ax.hist(np.exp(arr[~ok, 0]), bins=np.exp(edges), alpha=0.6, label=f"wrong ({int((~ok).sum())})")
+        if threshold is not None:
+            ax.axvline(threshold, color="k", ls="--", lw=1, label=f"τ* = {threshold:.2f}")
+        ax.set_xscale("log")
+        ax.set_xlabel("response PPL (log scale)")
+        ax.set_ylabel("responses")
+        ax.set_title(name, fontsize=10)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=11)
+    return save_figure(fig, path)
+
+
+def plot(
+    records: Sequence[dict[str, Any]],
+    out_dir: Path,
+    title: str,
+    truncated: str,
+    bins: int = 3,
+    threshold: float | None = None,
+) -> list[Path]:
     """``ppl_hist.png`` (correct vs wrong, the paper's Figure 1) and ``ppl_hist_by_length.png`` (one panel per
-    response-length bin), with the project's plotting helper."""
+    response-length bin)."""
     pairs = scatter_pairs(records, truncated)
-    written: list[Path] = []
     if not pairs:
-        return written
-    path = plot_ppl_distributions(
-        {title: {"all": [(s, r) for s, r, _ in pairs]}}, out_dir / "ppl_hist.png", "PPL of correct vs wrong", ncols=1
-    )
-    if path:
-        written.append(path)
+        return []
     import torch
 
-    edges = length_edges(torch.tensor([n for _, _, n in pairs]), bins)
-    panels: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    written = [plot_panels({title: [(s, r) for s, r, _ in pairs]}, out_dir / "ppl_hist.png",
+                           "PPL of correct vs wrong responses", threshold)]  # fmt: skip
+    panels: dict[str, list[tuple[float, float]]] = {}
     lower = 0
-    for upper in edges:
-        panels[f"{lower + 1}-{upper} tokens"] = {"all": [(s, r) for s, r, n in pairs if lower < n <= upper]}
+    for upper in length_edges(torch.tensor([n for _, _, n in pairs]), bins):
+        panels[f"{lower + 1}-{upper} tokens"] = [(s, r) for s, r, n in pairs if lower < n <= upper]
         lower = upper
-    path = plot_ppl_distributions(
-        panels, out_dir / "ppl_hist_by_length.png", "PPL of correct vs wrong, by response length", ncols=len(panels)
-    )
-    if path:
-        written.append(path)
-    return written
+    written.append(plot_panels(panels, out_dir / "ppl_hist_by_length.png", f"{title}: by response length", threshold))
+    return [p for p in written if p is not None]
 
 
 def write_report(
@@ -163,5 +192,6 @@ def write_report(
     paths[1].write_text(markdown(result, meta))
     if "error" not in result:
         title = f"{meta.get('task')} {meta.get('dataset')}"
-        paths += plot(records, out_dir, title, result["config"]["truncated"], result["config"]["length_bins"])
+        config = result["config"]
+        paths += plot(records, out_dir, title, config["truncated"], config["length_bins"], result.get("threshold_ppl"))
     return paths
