@@ -108,7 +108,7 @@ def print_summary(results: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from dipo.reports.demo_report import comparison_text, summary_rows
+    from dipo.reports.demo_report import activity_text, comparison_text, gains_text, summary_rows
 
     before = results["warmstart"]["heldout"]
     k = before["k"]
@@ -130,6 +130,10 @@ def print_summary(results: dict) -> None:
     comp = comparison_text(results)
     if comp:
         console.print(comp)
+    console.print(gains_text(results))
+    activity = activity_text(results)
+    if activity:
+        console.print(activity)
     console.print(f"wall time {results['wall_seconds']:.0f} s")
 
 

@@ -222,6 +222,46 @@ def _ci_text(diff: Spread, scale: float) -> str:
     return f"{mark}{diff.mean * scale:+.2f} [{lo:+.2f}, {hi:+.2f}]{mark}"
 
 
+def gains_text(results: dict[str, Any]) -> str:
+    """In words: does RL raise each method's held-out mean@k above the warm start beyond the seed noise?"""
+    parts = []
+    for row in summary_rows(results):
+        gain = row["gain"]
+        if gain.n > 1 and math.isfinite(gain.ci95):
+            lo, hi = 100 * (gain.mean - gain.ci95), 100 * (gain.mean + gain.ci95)
+            word = "gains" if lo > 0 else "loses" if hi < 0 else "does not move beyond noise"
+            parts.append(f"{row['method']} {word} ({100 * gain.mean:+.1f} points, 95 % CI [{lo:+.1f}, {hi:+.1f}])")
+        else:
+            parts.append(f"{row['method']} {100 * gain.mean:+.1f} points (one seed)")
+    return "RL vs the warm start (held-out mean@k): " + "; ".join(parts) + "."
+
+
+def activity_text(results: dict[str, Any], method: str = "dipo") -> str | None:
+    """In words: how often BRR acted in ``method``'s runs (share of extreme groups, by direction)."""
+    runs = _by_method(results).get(method)
+    if not runs:
+        return None
+    prompts = results["config"]["prompts_per_step"]
+    hard = easy = rh = re_ = steps = 0.0
+    for run in runs:
+        for r in run["history"]:
+            vals = [r.get(f"dipo/{k}", math.nan) for k in ("frac_hard", "frac_easy", "realloc_hard", "realloc_easy")]
+            if not all(math.isfinite(v) for v in vals):
+                continue
+            steps += 1
+            hard += vals[0] * prompts
+            easy += vals[1] * prompts
+            rh += vals[2]
+            re_ += vals[3]
+    if not steps:
+        return None
+    return (
+        f"BRR in {method}: {100 * (rh + re_) / max(hard + easy, 1):.1f} % of the extreme groups reallocated "
+        f"({rh / steps:.2f} hard groups rewarded and {re_ / steps:.2f} easy groups penalised per step of {prompts} "
+        f"groups; {100 * rh / max(hard, 1):.1f} % of hard and {100 * re_ / max(easy, 1):.1f} % of easy groups)."
+    )
+
+
 def brr_activity_table(results: dict[str, Any]) -> str:
     """Per method: extreme groups per step, the share of them BRR reallocated (hard / easy / both), judgment passes.
 
@@ -338,10 +378,20 @@ def write_report(results: dict[str, Any], out: Path | str, plot_prefix: str = "p
         f"greedy and mean@{before['k']} at the training temperature. Wall time: {results['wall_seconds']:.0f} s "
         f"({results['workers']} parallel run(s), {results['threads_per_run']} thread(s) each)."
     )
+    regime = cfg.get("regime")
+    if regime:
+        from dipo.demo.regimes import REGIMES
+
+        described = REGIMES[regime].description if regime in REGIMES else ""
+        lines += ["", f"Regime `{regime}` (`dipo.demo.regimes`): {described}"]
     lines += ["", "## Held-out accuracy (%; mean ± std over seeds)", "", results_table(results), ""]
     comp = comparison_text(results)
     if comp:
         lines += [comp, ""]
+    lines += [gains_text(results), ""]
+    activity = activity_text(results)
+    if activity:
+        lines += [activity, ""]
     paired = paired_table(results)
     if paired:
         lines += [
@@ -349,6 +399,7 @@ def write_report(results: dict[str, Any], out: Path | str, plot_prefix: str = "p
             "",
             paired,
             "",
+            "The DAPO row gives its own values (mean ± std over seeds); the others the paired difference from DAPO. "
             "Points (first-solve step: steps); **bold**: the 95 % CI excludes 0. Hard items: held-out items with no "
             "correct sample of k at step 0 (training-time evaluation set); unsolved ones count as solved one "
             "interval after the last evaluation. Trap items: the regime's confident-error items (explore regime).",
