@@ -12,6 +12,7 @@ diagnostics and rewards from ``trainer_state.json``::
 
     OMP_NUM_THREADS=1 python scripts/real_rl_arith.py --config recipes/real_rl_smollm2_nl_arith.yaml --preset dapo \\
         --output_dir runs/real_rl_dapo
+    python scripts/real_rl_arith.py --summarize runs/real_rl_dapo runs/real_rl_dipo    # markdown tables of the runs
 """
 
 from __future__ import annotations
@@ -104,6 +105,53 @@ def build_trainer(training_args: Any, model_args: Any, rows: list[Any], reward_f
     )
 
 
+STEP_KEYS = (
+    ("reward", "reward"),
+    ("frac_hard", "dipo/frac_hard"),
+    ("frac_easy", "dipo/frac_easy"),
+    ("judgment", "dipo/judgment_passed"),
+    ("τ* PPL", "dipo/threshold_ppl"),
+    ("Δ_EiS", "dipo/delta_eis"),
+    ("Δ_ErS", "dipo/delta_ers"),
+    ("realloc hard", "dipo/realloc_hard"),
+    ("realloc easy", "dipo/realloc_easy"),
+    ("no PPL (truncated)", "dipo/frac_rows_no_ppl"),
+    ("entropy", "entropy"),
+    ("mean length", "completions/mean_length"),
+)
+
+
+def summarize(run_dirs: list[str]) -> str:
+    """Markdown: held-out accuracy before / after per run, then the per-step rewards and ``dipo/*`` diagnostics."""
+
+    def cell(value: Any) -> str:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return "–"
+        return "–" if number != number else f"{number:.3g}"
+
+    runs = {d: json.loads((Path(d) / "real_rl.json").read_text()) for d in run_dirs}
+    k = next(iter(runs.values()))["task"]["eval_k"]
+    lines = [f"| run | preset | held-out mean@{k} before | after | pass@{k} before | after | train s | total s |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, run in runs.items():
+        before, after = run.get("heldout_before", {}), run["heldout_after"]
+        lines.append(
+            f"| {name} | {run['preset']} | {cell(before.get(f'mean@{k}'))} | {cell(after[f'mean@{k}'])} | "
+            f"{cell(before.get(f'pass@{k}'))} | {cell(after[f'pass@{k}'])} | {run['train_seconds']:.0f} | "
+            f"{run['total_seconds']:.0f} |"
+        )
+    for name, run in runs.items():
+        steps = [row for row in run["log_history"] if "reward" in row]
+        lines += ["", f"{name} ({run['preset']}), per step:", "",
+                  "| step | " + " | ".join(label for label, _ in STEP_KEYS) + " |",
+                  "|---|" + "---|" * len(STEP_KEYS)]  # fmt: skip
+        for row in steps:
+            lines.append(f"| {row.get('step')} | " + " | ".join(cell(row.get(key)) for _, key in STEP_KEYS) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
     from trl import ModelConfig, TrlParser
@@ -113,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "--summarize":
+        print(summarize(argv[1:]))
+        return 0
     if not torch.cuda.is_available() and "--bf16" not in argv:
         argv += ["--bf16", "false"]
     parser = TrlParser((RLTaskArguments, DiPOConfig, ModelConfig), prog="real_rl_arith.py")
