@@ -106,8 +106,8 @@ def mixed_task(tiny_model_dir):
     """The demo's arithmetic prompts with a reward a random model gets right about half of the time."""
     from dipo.tasks.arithmetic import ArithmeticTask
 
+    registry.get_task("arithmetic")  # load the built-ins first, so that they are restored with the rest
     saved = dict(registry._TASKS)
-    registry.get_task("arithmetic")  # load the built-ins first
 
     @registry.register_task(TASK, reward=lambda: _low_nll_reward(tiny_model_dir), defaults=registry.TaskDefaults(
         k=K, max_new_tokens=5, chat_template=False))  # fmt: skip

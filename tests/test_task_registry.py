@@ -63,3 +63,54 @@ def test_register_and_duplicate(monkeypatch):
         register_task("", reward=lambda: None)
     with pytest.raises(TypeError, match="reward must be a callable"):
         register_task("x", reward=None)  # type: ignore[arg-type]
+
+
+def test_real_tasks_carry_their_rewards_and_evaluation():
+    math_spec, toolcall = get_task("math"), get_task("toolcall")
+    assert math_spec.reward("auto").binary and math_spec.reward("accuracy").binary
+    assert math_spec.format_reward is not None and toolcall.format_reward is None
+    assert toolcall.reward("bfcl").binary and not toolcall.reward("toolrl").binary
+    with pytest.raises(ValueError, match="math reward must be 'accuracy' \\(or 'auto'\\), got 'bfcl'"):
+        math_spec.reward("bfcl")
+    assert math_spec.evaluation.scoring == "math" and toolcall.evaluation.scoring == "bfcl"
+    assert (math_spec.evaluation.defaults.k, toolcall.evaluation.defaults.k) == (8, 1)
+    assert (math_spec.evaluation.defaults.temperature, toolcall.evaluation.defaults.temperature) == (0.6, 0.0)
+    assert list_tasks(evaluable=True) == ["math", "toolcall"]
+    from dipo.tasks.toolcall import BFCL_EVAL_CATEGORIES
+
+    assert toolcall.evaluation.benchmarks == BFCL_EVAL_CATEGORIES and toolcall.evaluation.benchmark_names is None
+
+
+def test_toolcall_loader_reads_bfcl_names_and_user_files(tmp_path, monkeypatch):
+    import json
+
+    from dipo.tasks import toolcall as toolcall_module
+    from dipo.tasks.data import FieldMap
+    from dipo.tasks.registry import DataOptions
+
+    calls = []
+
+    def fake_bfcl(category, limit=None):
+        calls.append((category, limit))
+        return []
+
+    monkeypatch.setattr(toolcall_module, "load_bfcl", fake_bfcl)
+    spec = get_task("toolcall")
+    spec.load(dataset="simple", limit=2)
+    spec.load(dataset="bfcl:live_simple", limit=3, offset=1)
+    spec.load(dataset="bfcl_train")
+    assert calls[:2] == [("simple", 2), ("live_simple", 4)]
+    assert [c for c, _ in calls[2:]] == list(toolcall_module.BFCL_TRAIN_CATEGORIES)
+    data = tmp_path / "calls.jsonl"
+    tools = [{"name": "f", "description": "d", "parameters": {"type": "object", "properties": {}}}]
+    data.write_text(json.dumps({"q": "call f", "gold": [{"name": "f", "arguments": {}}], "tools": tools}) + "\n")
+    rows = spec.load(dataset=str(data), data=DataOptions(fields=FieldMap(prompt="q", answer="gold")))
+    assert len(rows) == 1 and json.loads(rows[0].answer) == [{"f": {}}]
+
+
+def test_harness_scoring_comes_from_the_registry():
+    from dipo.evaluation.harness import SCORINGS, scoring_for
+
+    assert scoring_for("math") is SCORINGS["math"] and scoring_for("toolcall") is SCORINGS["bfcl"]
+    with pytest.raises(ValueError, match="has no evaluation; dipo eval evaluates math, toolcall"):
+        scoring_for("nl_arithmetic")

@@ -4,10 +4,10 @@ Examples::
 
     dipo eval --model smollm2-135m-instruct --task math --benchmarks math500,gsm8k --limit 32 -k 8
     dipo eval --model ./my-checkpoint --task toolcall --benchmarks simple,multiple,parallel,parallel_multiple
-    dipo eval --model Qwen/Qwen3-8B --task math --dataset aime24.jsonl --prompt-field problem --answer-field answer
+    dipo eval --model Qwen/Qwen3-8B --task math --dataset aime24.jsonl --prompt_field problem --answer_field answer
 
 Writes ``results.json``, ``results.md`` and ``samples.jsonl`` (every completion with its verdict) to
-``--output-dir``; a folder that already holds results is refused unless ``--overwrite`` is given. Every option is
+``--output_dir``; a folder that already holds results is refused unless ``--overwrite`` is given. Every option is
 checked before the model is loaded or a file is touched; bad input is one line on stderr (exit code 2).
 """
 
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dipo.cli.errors import non_negative_int, positive_int
+from dipo.cli.options import add_option
 
 if TYPE_CHECKING:
     from dipo.evaluation import SamplingConfig
@@ -31,8 +32,12 @@ logger = logging.getLogger("dipo.eval")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``dipo eval``; multi-word options are spelled with underscores as in ``dipo train`` (the hyphenated
+    spellings still work for one release and warn once, see :mod:`dipo.cli.options`)."""
+    from dipo.tasks.registry import list_tasks
+
     parser.add_argument("--model", default=None, help="model folder, Hub id, or 'smollm2-135m-instruct' (offline)")
-    parser.add_argument("--task", choices=["math", "toolcall"], default="math")
+    parser.add_argument("--task", choices=list_tasks(evaluable=True), default="math")
     parser.add_argument(
         "--benchmarks",
         default=None,
@@ -41,41 +46,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--dataset", action="append", default=[], help="extra dataset file/folder/Hub id (repeatable)")
     parser.add_argument("--split", default="test", help="split of --dataset Hub ids / folders")
-    parser.add_argument("--config-name", default=None, help="config of --dataset Hub ids")
-    parser.add_argument("--prompt-field", default="prompt", help="dotted field of --dataset rows holding the prompt")
-    parser.add_argument("--answer-field", default="answer", help="dotted field holding the gold answer / calls")
-    parser.add_argument("--tools-field", default="tools", help="toolcall: field holding the tool schemas (JSON)")
-    parser.add_argument("--id-field", default=None)
-    parser.add_argument("--skip-broken-rows", action="store_true", help="count and log broken rows instead of failing")
+    add_option(parser, "--config_name", default=None, help="config of --dataset Hub ids")
+    add_option(parser, "--prompt_field", default="prompt", help="dotted field of --dataset rows holding the prompt")
+    add_option(parser, "--answer_field", default="answer", help="dotted field holding the gold answer / calls")
+    add_option(parser, "--tools_field", default="tools", help="toolcall: field holding the tool schemas (JSON)")
+    add_option(parser, "--id_field", default=None)
+    add_option(parser, "--skip_broken_rows", action="store_true", help="count and log broken rows instead of failing")
     parser.add_argument("--limit", type=positive_int, default=None, help="first N problems of each benchmark")
     parser.add_argument(
         "--offset", type=non_negative_int, default=0, help="skip the first N problems (to shard an evaluation)"
     )
-    parser.add_argument(
-        "-k", "--num-samples", type=positive_int, default=None, help="samples per problem (math 8, toolcall 1)"
+    add_option(
+        parser, "-k", "--num_samples", type=positive_int, default=None, help="samples per problem (math 8, toolcall 1)"
     )
     parser.add_argument("--temperature", type=float, default=None, help="math 0.6; toolcall 0 (greedy)")
-    parser.add_argument("--top-p", type=float, default=0.95)
-    parser.add_argument("--max-new-tokens", type=positive_int, default=None, help="math 1024, toolcall 256")
-    parser.add_argument("--batch-size", type=positive_int, default=4, help="prompts per generate call (x k sequences)")
+    add_option(parser, "--top_p", type=float, default=0.95)
+    add_option(parser, "--max_new_tokens", type=positive_int, default=None, help="math 1024, toolcall 256")
+    add_option(parser, "--batch_size", type=positive_int, default=4, help="prompts per generate call (x k sequences)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, ...")
     parser.add_argument("--device", default=None)
-    parser.add_argument("--chat-template", choices=["auto", "yes", "no"], default="auto")
+    add_option(parser, "--chat_template", choices=["auto", "yes", "no"], default="auto")
     parser.add_argument("--instruction", default=None, help="math: instruction appended to plain problems")
     parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
-    parser.add_argument("--output-dir", default="eval_results")
+    add_option(parser, "--output_dir", default="eval_results")
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace the results already in --output-dir (without it such a folder is refused)",
+        help="replace the results already in --output_dir (without it such a folder is refused)",
     )
     parser.add_argument(
         "--merge",
         nargs="+",
         default=None,
         metavar="DIR",
-        help="combine the output folders of shards (--offset/--limit runs) into --output-dir; no generation",
+        help="combine the output folders of shards (--offset/--limit runs) into --output_dir; no generation",
     )
     parser.add_argument(
         "--rescore", action="store_true", help="with --merge (math): judge the stored completions again"
@@ -83,43 +88,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _benchmarks(args: argparse.Namespace) -> dict:
+    """The rows of every benchmark and ``--dataset``, loaded through the task registry."""
     from dipo.tasks.data import FieldMap
+    from dipo.tasks.registry import DataOptions, get_task
 
-    fields = FieldMap(prompt=args.prompt_field, answer=args.answer_field, id=args.id_field)
-    on_error = "skip" if args.skip_broken_rows else "raise"
+    spec = get_task(args.task)
+    evaluation = spec.evaluation
+    assert evaluation is not None  # --task choices are the evaluable tasks
+    data = DataOptions(
+        fields=FieldMap(prompt=args.prompt_field, answer=args.answer_field, id=args.id_field),
+        tools_field=args.tools_field,
+        config_name=args.config_name,
+        on_error="skip" if args.skip_broken_rows else "raise",
+        instruction=args.instruction,
+    )
     if args.offset < 0:
         raise ValueError(f"--offset must be >= 0, got {args.offset}")
-    limit = None if args.limit is None else args.offset + args.limit
+    names = args.benchmarks.split(",") if args.benchmarks else ([] if args.dataset else list(evaluation.benchmarks))
     out = {}
-    if args.task == "math":
-        from dipo.tasks.math import MATH_BENCHMARKS, MATH_INSTRUCTION, load_math_dataset
-
-        instruction = args.instruction or MATH_INSTRUCTION
-        names = args.benchmarks.split(",") if args.benchmarks else ([] if args.dataset else ["math500", "gsm8k"])
-        for name in filter(None, (n.strip() for n in names)):
-            if name not in MATH_BENCHMARKS:
-                raise ValueError(
-                    f"unknown math benchmark {name!r}; choose from {sorted(MATH_BENCHMARKS)} or --dataset"
-                )
-            out[name] = MATH_BENCHMARKS[name](limit, instruction)
-        for source in args.dataset:
-            out[Path(source).stem] = load_math_dataset(
-                source, fields, args.split, args.config_name, limit, instruction, on_error
+    for name in filter(None, (n.strip() for n in names)):
+        if evaluation.benchmark_names is not None and name not in evaluation.benchmark_names:
+            raise ValueError(
+                f"unknown {args.task} benchmark {name!r}; choose from {sorted(evaluation.benchmark_names)} or "
+                "--dataset"
             )
-    else:
-        from dipo.tasks.toolcall import BFCL_EVAL_CATEGORIES, load_bfcl, load_toolcall_dataset
-
-        names = args.benchmarks.split(",") if args.benchmarks else ([] if args.dataset else list(BFCL_EVAL_CATEGORIES))
-        for name in filter(None, (n.strip() for n in names)):
-            out[name] = load_bfcl(name, limit)
-        for source in args.dataset:
-            out[Path(source).stem] = load_toolcall_dataset(
-                source, fields, args.tools_field, args.split, args.config_name, limit, on_error
-            )
+        out[name] = spec.load(dataset=name, limit=args.limit, offset=args.offset, data=data)
+    for source in args.dataset:
+        out[Path(source).stem] = spec.load(
+            dataset=source, split=args.split, limit=args.limit, offset=args.offset, data=data
+        )
     if not out:
         raise ValueError("nothing to evaluate: give --benchmarks or --dataset")
-    if args.offset:
-        out = {name: rows[args.offset :] for name, rows in out.items()}
     for name, rows in out.items():
         if not rows:
             raise ValueError(
@@ -128,22 +127,22 @@ def _benchmarks(args: argparse.Namespace) -> dict:
     return out
 
 
-#: What ``dipo eval`` writes into ``--output-dir``.
+#: What ``dipo eval`` writes into ``--output_dir``.
 RESULT_FILES = ("results.json", "results.md", "samples.jsonl")
 
 
 def _check_output_dir(args: argparse.Namespace) -> Path:
-    """``--output-dir`` as a writable folder that holds no results (or ``--overwrite`` was given)."""
+    """``--output_dir`` as a writable folder that holds no results (or ``--overwrite`` was given)."""
     from dipo.cli.errors import check_writable_dir
 
     out_dir = Path(args.output_dir).expanduser()
     found = [name for name in RESULT_FILES if (out_dir / name).exists()]
     if found and not args.overwrite:
         raise ValueError(
-            f"--output-dir {str(out_dir)!r} already holds results ({', '.join(found)}); choose another --output-dir "
+            f"--output_dir {str(out_dir)!r} already holds results ({', '.join(found)}); choose another --output_dir "
             "or pass --overwrite to replace them"
         )
-    check_writable_dir(out_dir, "--output-dir")
+    check_writable_dir(out_dir, "--output_dir")
     return out_dir
 
 
@@ -165,7 +164,7 @@ def _merge(args: argparse.Namespace) -> int:
     try:
         shard_dirs = [Path(d).expanduser() for d in args.merge]
         if any(_same_dir(d, Path(args.output_dir).expanduser()) for d in shard_dirs):
-            raise ValueError(f"--output-dir {args.output_dir!r} is one of the shards; merge into another folder")
+            raise ValueError(f"--output_dir {args.output_dir!r} is one of the shards; merge into another folder")
         results = merge_results(shard_dirs, rescore=args.rescore)
         out_dir = _check_output_dir(args)
         details = f"{results['hardware']}; sampling {json.dumps(results['sampling'])}; merged from "
@@ -186,18 +185,22 @@ def _same_dir(a: Path, b: Path) -> bool:
 
 
 def _sampling(args: argparse.Namespace) -> SamplingConfig:
-    """The sampling configuration; task defaults only for options that were not given (0 is not "not given")."""
+    """The sampling configuration; the task's evaluation defaults only for options that were not given (0 is not
+    "not given")."""
     from dipo.evaluation import SamplingConfig
+    from dipo.tasks.registry import get_task
 
-    math_task = args.task == "math"
+    evaluation = get_task(args.task).evaluation
+    assert evaluation is not None  # --task choices are the evaluable tasks
+    defaults = evaluation.defaults
 
-    def default(value: Any, math_value: Any, toolcall_value: Any) -> Any:
-        return value if value is not None else (math_value if math_task else toolcall_value)
+    def default(value: Any, task_default: Any) -> Any:
+        return value if value is not None else task_default
 
     return SamplingConfig(
-        k=default(args.num_samples, 8, 1),
-        max_new_tokens=default(args.max_new_tokens, 1024, 256),
-        temperature=default(args.temperature, 0.6, 0.0),
+        k=default(args.num_samples, defaults.k),
+        max_new_tokens=default(args.max_new_tokens, defaults.max_new_tokens),
+        temperature=default(args.temperature, defaults.temperature),
         top_p=args.top_p,
         batch_size=args.batch_size,
         seed=args.seed,
@@ -241,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, Any]:
-    """Model and tokenizer; ``--chat-template yes`` needs a tokenizer with a chat template."""
+    """Model and tokenizer; ``--chat_template yes`` needs a tokenizer with a chat template."""
     import torch
 
     from dipo.evaluation import load_model
@@ -256,7 +259,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
         raise model_load_error(args.model, "--model", err) from err
     if args.chat_template == "yes" and not getattr(tokenizer, "chat_template", None):
         raise ValueError(
-            f"--chat-template yes, but the tokenizer of {args.model!r} has no chat template; use --chat-template auto "
+            f"--chat_template yes, but the tokenizer of {args.model!r} has no chat template; use --chat_template auto "
             "(plain-text prompts for such models) or no"
         )
     return model, tokenizer

@@ -9,10 +9,10 @@ Examples::
 
     dipo probe --model smollm2-135m-instruct --task nl_arithmetic --dataset add1 --limit 128 -k 8 --threads 1
     dipo probe --model ~/.cache/dipo/warmstart/<key> --task arithmetic --limit 128
-    dipo probe --model ./ckpt --task math --dataset gsm8k --limit 64 --offset 64 --output-dir out/probe-b
-    dipo probe --merge out/probe-a out/probe-b --output-dir out/probe
+    dipo probe --model ./ckpt --task math --dataset gsm8k --limit 64 --offset 64 --output_dir out/probe-b
+    dipo probe --merge out/probe-a out/probe-b --output_dir out/probe
 
-Writes ``meta.json``, ``samples.jsonl``, ``probe.json``, ``probe.md`` and ``ppl_hist*.png`` to ``--output-dir``;
+Writes ``meta.json``, ``samples.jsonl``, ``probe.json``, ``probe.md`` and ``ppl_hist*.png`` to ``--output_dir``;
 refuses an existing probe folder unless ``--resume`` (same settings, continue) or ``--overwrite``.
 """
 
@@ -23,54 +23,68 @@ import json
 import logging
 import sys
 
+from dipo.cli.options import add_option
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="model folder, Hub id, or 'smollm2-135m-instruct' (offline)")
-    parser.add_argument(
-        "--task", default="nl_arithmetic", help="a registered task: math, toolcall, arithmetic, nl_arithmetic"
+    add_option(parser, "--model", default=None, help="model folder, Hub id, or 'smollm2-135m-instruct' (offline)")
+    add_option(
+        parser, "--task", default="nl_arithmetic", help="a registered task: math, toolcall, arithmetic, nl_arithmetic"
     )
-    parser.add_argument(
+    add_option(
+        parser,
         "--dataset",
         default=None,
         help="task data: nl_arithmetic levels (add1, mul1, add2, word; comma list), arithmetic levels (1-5), math "
         "benchmark (gsm8k, math500, ...) or BFCL category, or a file / Hub id (default: the task's)",
     )
-    parser.add_argument("--split", default=None, help="split (nl_arithmetic / arithmetic: train, heldout; files)")
-    parser.add_argument("-k", "--num-samples", type=int, default=None, help="samples per prompt (default 8)")
-    parser.add_argument("--limit", type=int, default=128, help="number of prompts (default 128)")
-    parser.add_argument("--offset", type=int, default=0, help="skip the first N prompts (to shard a probe)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (TRL's default 1.0)")
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (TRL's default 1.0)")
-    parser.add_argument("--max-new-tokens", type=int, default=None, help="max response tokens (default: the task's)")
-    parser.add_argument("--chat-template", choices=["auto", "yes", "no"], default="auto")
-    parser.add_argument("--batch-size", type=int, default=4, help="prompts per generate call (x k sequences)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the prompts (generated tasks) and the sampler")
-    parser.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, ...")
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument(
+    add_option(parser, "--split", default=None, help="split (nl_arithmetic / arithmetic: train, heldout; files)")
+    add_option(parser, "-k", "--num_samples", type=int, default=None, help="samples per prompt (default 8)")
+    add_option(parser, "--limit", type=int, default=128, help="number of prompts (default 128)")
+    add_option(parser, "--offset", type=int, default=0, help="skip the first N prompts (to shard a probe)")
+    add_option(parser, "--temperature", type=float, default=1.0, help="sampling temperature (TRL's default 1.0)")
+    add_option(parser, "--top_p", type=float, default=1.0, help="nucleus sampling (TRL's default 1.0)")
+    add_option(parser, "--max_new_tokens", type=int, default=None, help="max response tokens (default: the task's)")
+    add_option(parser, "--chat_template", choices=["auto", "yes", "no"], default="auto")
+    add_option(parser, "--batch_size", type=int, default=4, help="prompts per generate call (x k sequences)")
+    add_option(parser, "--seed", type=int, default=0, help="seed of the prompts (generated tasks) and the sampler")
+    add_option(parser, "--dtype", default="auto", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, ...")
+    add_option(parser, "--device", default=None)
+    add_option(parser, "--threads", type=int, default=None, help="torch CPU threads")
+    add_option(
+        parser,
         "--truncated",
         choices=["exclude", "include"],
         default="exclude",
-        help="responses without EOS within --max-new-tokens: 'exclude' from the PPL analysis (as DAPO's overlong "
+        help="responses without EOS within --max_new_tokens: 'exclude' from the PPL analysis (as DAPO's overlong "
         "filtering, the dapo/dipo presets) or 'include'",
     )
-    parser.add_argument(
-        "--judgment-confidence",
+    add_option(
+        parser,
+        "--judgment_confidence",
         type=float,
         default=0.95,
         help="Wilson confidence of the judgment; 0 = point estimates",
     )
-    parser.add_argument(
-        "--batch-prompts", type=int, default=8, help="prompts per simulated training step in the DiPO replay (0: off)"
+    add_option(
+        parser,
+        "--batch_prompts",
+        type=int,
+        default=8,
+        help="prompts per simulated training step in the DiPO replay (0: off)",
     )
-    parser.add_argument("--length-bins", type=int, default=3, help="response-length bins of the split by length")
-    parser.add_argument("--output-dir", default="probe_results")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing probe in --output-dir")
-    parser.add_argument("--resume", action="store_true", help="continue an unfinished probe in --output-dir")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument(
-        "--merge", nargs="+", default=None, metavar="DIR", help="combine probe shards into --output-dir (no sampling)"
+    add_option(parser, "--length_bins", type=int, default=3, help="response-length bins of the split by length")
+    add_option(parser, "--output_dir", default="probe_results")
+    add_option(parser, "--overwrite", action="store_true", help="replace an existing probe in --output_dir")
+    add_option(parser, "--resume", action="store_true", help="continue an unfinished probe in --output_dir")
+    add_option(parser, "--no_progress", action="store_true", help="no progress bar")
+    add_option(
+        parser,
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="DIR",
+        help="combine probe shards into --output_dir (no sampling)",
     )
 
 

@@ -33,7 +33,10 @@ logger = logging.getLogger("dipo.train")
 class TaskArguments:
     """What to train on and how it is rewarded."""
 
-    task: str = field(default="math", metadata={"help": "'math' or 'toolcall'."})
+    task: str = field(
+        default="math",
+        metadata={"help": "A task of dipo.tasks.registry: 'math', 'toolcall', 'arithmetic' or 'nl_arithmetic'."},
+    )
     dataset: str = field(
         default="math_train",
         metadata={
@@ -152,73 +155,45 @@ def parse(argv: list[str]) -> tuple[TaskArguments, Any, Any]:
 
 
 def load_task_rows(task_args: TaskArguments) -> list[Any]:
-    """Rows of the configured dataset (built-in or user-provided)."""
+    """Rows of the configured dataset (built-in or user-provided), loaded through the task registry."""
     from dipo.tasks.data import FieldMap
+    from dipo.tasks.registry import DataOptions
 
-    fields = FieldMap(prompt=task_args.prompt_field, answer=task_args.answer_field, id=task_args.id_field)
-    on_error = "skip" if task_args.skip_broken_rows else "raise"
-    limit = task_args.dataset_limit
-    if task_args.task == "math":
-        from dipo.tasks.math import MATH_BENCHMARKS, MATH_INSTRUCTION, load_math_dataset
+    data = DataOptions(
+        fields=FieldMap(prompt=task_args.prompt_field, answer=task_args.answer_field, id=task_args.id_field),
+        tools_field=task_args.tools_field,
+        config_name=task_args.dataset_config,
+        on_error="skip" if task_args.skip_broken_rows else "raise",
+        max_skip_fraction=task_args.max_skip_fraction,
+        instruction=task_args.instruction,
+    )
+    return _task(task_args).load(
+        dataset=task_args.dataset, split=task_args.dataset_split, limit=task_args.dataset_limit, data=data
+    )
 
-        instruction = task_args.instruction or MATH_INSTRUCTION
-        if task_args.dataset in MATH_BENCHMARKS:
-            return MATH_BENCHMARKS[task_args.dataset](limit, instruction)
-        return load_math_dataset(
-            task_args.dataset,
-            fields,
-            task_args.dataset_split,
-            task_args.dataset_config,
-            limit,
-            instruction,
-            on_error,
-            task_args.max_skip_fraction,
-        )
-    if task_args.task == "toolcall":
-        from dipo.tasks.toolcall import BFCL_TRAIN_CATEGORIES, load_bfcl, load_toolcall_dataset
 
-        if task_args.dataset == "bfcl_train":
-            rows = [row for category in BFCL_TRAIN_CATEGORIES for row in load_bfcl(category)]
-            return rows[:limit] if limit else rows
-        if task_args.dataset.startswith("bfcl:"):
-            return load_bfcl(task_args.dataset.split(":", 1)[1], limit)
-        return load_toolcall_dataset(
-            task_args.dataset,
-            fields,
-            task_args.tools_field,
-            task_args.dataset_split,
-            task_args.dataset_config,
-            limit,
-            on_error,
-            task_args.max_skip_fraction,
-        )
-    raise ValueError(f"unknown task {task_args.task!r}; use 'math' or 'toolcall'")
+def _task(task_args: TaskArguments) -> Any:
+    """The registered task ``task_args.task`` (``ValueError`` naming the trainable tasks if it is unknown)."""
+    from dipo.tasks.registry import get_task, list_tasks
+
+    try:
+        return get_task(task_args.task)
+    except KeyError:
+        raise ValueError(f"unknown task {task_args.task!r}; use one of {', '.join(list_tasks())}") from None
 
 
 def build_rewards(task_args: TaskArguments, training_args: Any) -> tuple[list[Any], list[float]]:
-    """Reward functions and weights; rejects a graded reward with DiPO's binary mode (spec §6)."""
-    reward = task_args.reward
-    graded = False
-    if task_args.task == "math":
-        from dipo.tasks.math import MathAccuracyReward, MathFormatReward
-
-        if reward not in ("auto", "accuracy"):
-            raise ValueError(f"math reward must be 'accuracy' (or 'auto'), got {reward!r}")
-        funcs: list[Any] = [MathAccuracyReward(answer_field="answer")]
-        weights = [1.0]
-        if task_args.format_reward_weight:
-            funcs.append(MathFormatReward())
-            weights.append(task_args.format_reward_weight)
-            graded = True
-    else:
-        from dipo.tasks.toolcall import BFCLAccuracyReward, ToolRLReward
-
-        if reward in ("auto", "bfcl"):
-            funcs, weights = [BFCLAccuracyReward(answer_field="answer")], [1.0]
-        elif reward == "toolrl":
-            funcs, weights, graded = [ToolRLReward(answer_field="answer")], [1.0], True
-        else:
-            raise ValueError(f"toolcall reward must be 'bfcl' or 'toolrl', got {reward!r}")
+    """Reward functions and weights of the task's named reward (and its optional format reward); rejects a graded
+    reward with DiPO's binary mode (spec §6)."""
+    spec = _task(task_args)
+    choice = spec.reward(task_args.reward)
+    funcs: list[Any] = [choice.make()]
+    weights = [1.0]
+    graded = not choice.binary
+    if task_args.format_reward_weight and spec.format_reward is not None:
+        funcs.append(spec.format_reward())
+        weights.append(task_args.format_reward_weight)
+        graded = True
     dipo_on = training_args.dipo_track  # DiPOConfig: DiPO runs (α > 0 or diagnostics requested)
     if graded and dipo_on and training_args.dipo_reward_mode != "graded":
         raise ValueError(

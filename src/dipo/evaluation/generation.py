@@ -83,7 +83,7 @@ def render(prompt: Sequence[dict[str, str]] | str, tokenizer: Any, chat_template
     has_template = bool(getattr(tokenizer, "chat_template", None))
     if chat_template and not has_template:
         raise ValueError(
-            "chat template requested (--chat-template yes) but the tokenizer has none; use --chat-template auto or no"
+            "chat template requested (--chat_template yes) but the tokenizer has none; use --chat_template auto or no"
         )
     if has_template if chat_template is None else chat_template:
         return tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)

@@ -6,6 +6,9 @@
   mean over the evaluated categories, and the non-live AST summary = mean of simple, multiple, parallel,
   parallel_multiple (BFCL's own summary also averages java/javascript into "simple"; those need tree-sitter and
   are not evaluated here).
+
+Which scoring a task uses comes from the task registry (:class:`dipo.tasks.registry.TaskEvaluation`); the harness
+keeps one :class:`Scoring` per kind and never asks "math or function calling?" itself.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Sequence
-from dataclasses import asdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +150,7 @@ def merge_results(result_dirs: Sequence[Path], rescore: bool = False) -> dict[st
     if len(tasks) != 1 or len(ks) != 1:
         raise ValueError(f"shards differ in task {sorted(tasks)} or k {sorted(ks)}; merge only shards of one run")
     task, k = tasks.pop(), ks.pop()
+    scoring = scoring_for(task)
     records: dict[str, list[dict[str, Any]]] = {}
     seconds: dict[str, float] = {}
     for directory, shard in zip(result_dirs, shards, strict=True):
@@ -159,8 +163,8 @@ def merge_results(result_dirs: Sequence[Path], rescore: bool = False) -> dict[st
                 "emptied run?); evaluate that shard again"
             )
         for record in shard_records:
-            if rescore and task == "math":
-                record = rejudge_math(record)
+            if rescore and scoring.rejudge is not None:
+                record = scoring.rejudge(record)
             records.setdefault(record["benchmark"], []).append(record)
         for name, metrics in shard["benchmarks"].items():
             seconds[name] = seconds.get(name, 0.0) + metrics["seconds"]
@@ -168,7 +172,7 @@ def merge_results(result_dirs: Sequence[Path], rescore: bool = False) -> dict[st
     for name, recs in records.items():
         if len({(r["id"], r["sample"]) for r in recs}) != len(recs):
             raise ValueError(f"benchmark {name!r}: the shards overlap (a problem appears twice)")
-        metrics = math_metrics(recs) if task == "math" else bfcl_metrics(recs)
+        metrics = scoring.metrics(recs)
         metrics.update(num_problems=len({r["id"] for r in recs}), seconds=seconds.get(name, 0.0))
         per_benchmark[name] = metrics
     return {
@@ -176,10 +180,10 @@ def merge_results(result_dirs: Sequence[Path], rescore: bool = False) -> dict[st
         "sampling": shards[0]["sampling"],
         "hardware": shards[0]["hardware"],
         "benchmarks": per_benchmark,
-        "average": _average(per_benchmark, task, k),
+        "average": scoring.average(per_benchmark, k),
         "seconds": sum(s["seconds"] for s in shards),
         "merged_from": [str(d) for d in result_dirs],
-        "rescored": bool(rescore and task == "math"),
+        "rescored": bool(rescore and scoring.rejudge is not None),
     }
 
 
@@ -224,7 +228,7 @@ def run_benchmarks(
     samples_path: Path | None = None,
 ) -> dict[str, Any]:
     """Generate and score every benchmark; returns the results dictionary written by ``dipo eval``."""
-    scorer = score_math if task == "math" else score_bfcl
+    scoring = scoring_for(task)
     results: dict[str, Any] = {"task": task, "sampling": asdict(sampling), "hardware": hardware_description()}
     per_benchmark: dict[str, Any] = {}
     total_start = time.perf_counter()
@@ -234,10 +238,10 @@ def run_benchmarks(
             if not rows:
                 raise ValueError(f"benchmark {name!r} has no rows")
             gens = generate(model, tokenizer, [r.prompt for r in rows], sampling, progress=_progress(name))
-            metrics, records = scorer(rows, gens)
+            metrics, records = scoring.score(rows, gens)
             metrics.update(num_problems=len(rows), seconds=gens.seconds)
             per_benchmark[name] = metrics
-            key = "accuracy" if task != "math" else f"mean@{sampling.k}"
+            key = scoring.headline(sampling.k)
             logger.info("%s: %s=%.2f over %d problems in %.0f s", name, key, metrics[key], len(rows), gens.seconds)
             if sample_file:
                 for rec in records:
@@ -247,17 +251,21 @@ def run_benchmarks(
         if sample_file:
             sample_file.close()
     results["benchmarks"] = per_benchmark
-    results["average"] = _average(per_benchmark, task, sampling.k)
+    results["average"] = scoring.average(per_benchmark, sampling.k)
     results["seconds"] = time.perf_counter() - total_start
     return results
 
 
-def _average(per_benchmark: dict[str, dict[str, float]], task: str, k: int) -> dict[str, float]:
-    if not per_benchmark:
-        raise ValueError("no benchmark results to average")
-    if task == "math":
-        keys = [f"mean@{k}", f"maj@{k}", f"pass@{k}"] + (["pass@1"] if k > 1 else [])
-        return {key: sum(m[key] for m in per_benchmark.values()) / len(per_benchmark) for key in keys}
+def math_average(per_benchmark: dict[str, dict[str, float]], k: int) -> dict[str, float]:
+    """Unweighted mean over the benchmarks of mean@k, maj@k, pass@k (and pass@1 when k > 1)."""
+    _check_not_empty(per_benchmark)
+    keys = [f"mean@{k}", f"maj@{k}", f"pass@{k}"] + (["pass@1"] if k > 1 else [])
+    return {key: sum(m[key] for m in per_benchmark.values()) / len(per_benchmark) for key in keys}
+
+
+def bfcl_average(per_benchmark: dict[str, dict[str, float]], k: int) -> dict[str, float]:
+    """Overall BFCL accuracy (unweighted mean over categories) and the non-live AST summary when all four ran."""
+    _check_not_empty(per_benchmark)
     out = {"overall": sum(m["accuracy"] for m in per_benchmark.values()) / len(per_benchmark)}
     ast = [per_benchmark[c]["accuracy"] for c in BFCL_AST_CATEGORIES if c in per_benchmark]
     if len(ast) == len(BFCL_AST_CATEGORIES):
@@ -265,22 +273,78 @@ def _average(per_benchmark: dict[str, dict[str, float]], task: str, k: int) -> d
     return out
 
 
+def _check_not_empty(per_benchmark: dict[str, dict[str, float]]) -> None:
+    if not per_benchmark:
+        raise ValueError("no benchmark results to average")
+
+
+def _math_average_rows(average: dict[str, float], columns: list[str]) -> list[str]:
+    cells = [f"{average[c]:.1f}" if c in average else "" for c in columns]
+    return ["| **average** | | " + " | ".join(cells) + " | |"]
+
+
+def _bfcl_average_rows(average: dict[str, float], columns: list[str]) -> list[str]:
+    return [f"| **{key}** | | {value:.1f} |" + " |" * (len(columns) - 1) + " |" for key, value in average.items()]
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How one kind of task is scored, summarised and tabulated (named by ``TaskEvaluation.scoring``).
+
+    ``score``: per-benchmark metrics and per-sample records from generations; ``metrics``: metrics from records (merge
+    of shards); ``headline``: the metric logged per benchmark for k samples; ``average``: the summary over
+    benchmarks; ``columns`` / ``average_rows``: the markdown table; ``rejudge``: judge a stored record again
+    (``dipo eval --merge --rescore``), ``None`` if the task's verdicts cannot be recomputed.
+    """
+
+    score: Callable[[Sequence[TaskRow], Generations], tuple[dict[str, float], list[dict[str, Any]]]]
+    metrics: Callable[[Sequence[dict[str, Any]]], dict[str, float]]
+    headline: Callable[[int], str]
+    average: Callable[[dict[str, dict[str, float]], int], dict[str, float]]
+    columns: Callable[[int], list[str]]
+    average_rows: Callable[[dict[str, float], list[str]], list[str]]
+    rejudge: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+
+
+SCORINGS: dict[str, Scoring] = {
+    "math": Scoring(
+        score=score_math,
+        metrics=math_metrics,
+        headline=lambda k: f"mean@{k}",
+        average=math_average,
+        columns=lambda k: [f"mean@{k}", f"maj@{k}", f"pass@{k}", "answer_found", "boxed", "truncated", "mean_tokens"],
+        average_rows=_math_average_rows,
+        rejudge=rejudge_math,
+    ),
+    "bfcl": Scoring(
+        score=score_bfcl,
+        metrics=bfcl_metrics,
+        headline=lambda k: "accuracy",
+        average=bfcl_average,
+        columns=lambda k: ["accuracy", "parsed", "mean_tokens"],
+        average_rows=_bfcl_average_rows,
+    ),
+}
+
+
+def scoring_for(task: str) -> Scoring:
+    """The :class:`Scoring` of registered task ``task``; ``ValueError`` if ``dipo eval`` cannot evaluate it."""
+    from dipo.tasks.registry import get_task, list_tasks
+
+    evaluation = get_task(task).evaluation
+    if evaluation is None:
+        raise ValueError(f"task {task!r} has no evaluation; dipo eval evaluates {', '.join(list_tasks(True))}")
+    return SCORINGS[evaluation.scoring]
+
+
 def markdown_table(results: dict[str, Any]) -> str:
-    """Results as a markdown table (one row per benchmark and an average row)."""
+    """Results as a markdown table (one row per benchmark and the average row(s))."""
     k = results["sampling"]["k"]
-    if results["task"] == "math":
-        cols = [f"mean@{k}", f"maj@{k}", f"pass@{k}", "answer_found", "boxed", "truncated", "mean_tokens"]
-    else:
-        cols = ["accuracy", "parsed", "mean_tokens"]
+    scoring = scoring_for(results["task"])
+    cols = scoring.columns(k)
     lines = ["| benchmark | n | " + " | ".join(cols) + " | seconds |", "|" + "---|" * (len(cols) + 3)]
     for name, m in results["benchmarks"].items():
         cells = [f"{m[c]:.1f}" for c in cols]
         lines.append(f"| {name} | {m['num_problems']} | " + " | ".join(cells) + f" | {m['seconds']:.0f} |")
-    avg = results["average"]
-    if results["task"] == "math":
-        cells = [f"{avg[c]:.1f}" if c in avg else "" for c in cols]
-        lines.append("| **average** | | " + " | ".join(cells) + " | |")
-    else:
-        for key, value in avg.items():
-            lines.append(f"| **{key}** | | {value:.1f} |" + " |" * (len(cols) - 1) + " |")
+    lines += scoring.average_rows(results["average"], cols)
     return "\n".join(lines) + "\n"

@@ -41,7 +41,7 @@ def prepare_output_dir(out_dir: Path, meta: dict[str, Any], overwrite: bool, res
     if existing and not (overwrite or resume):
         raise FileExistsError(
             f"{out_dir} already holds a probe ({', '.join(existing)}); pass --resume to continue an unfinished probe "
-            "with the same settings, --overwrite to replace it, or choose another --output-dir"
+            "with the same settings, --overwrite to replace it, or choose another --output_dir"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     if overwrite:

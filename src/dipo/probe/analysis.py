@@ -150,7 +150,7 @@ def analyse(records: Sequence[dict[str, Any]], config: AnalysisConfig | None = N
         "config": asdict(config),
     }
     if not bool(has_ppl.any()):
-        out["error"] = "no response has a PPL (all truncated or empty); raise --max-new-tokens or --truncated include"
+        out["error"] = "no response has a PPL (all truncated or empty); raise --max_new_tokens or --truncated include"
         return out
     tau = find_threshold(t.log_ppl, correct)
     judgment = judge(t.log_ppl, correct, tau, config.judgment_confidence)

@@ -1,7 +1,8 @@
 """Task registry: one place that knows, for every task, how to load its rows, how to reward them and how to prompt.
 
 In the style of verl's ``register_adv_est``: a task registers **once**, by name, with a keyword-only call, and
-consumers (``dipo probe`` today; ``dipo train`` / ``dipo eval`` can move onto it) look it up with :func:`get_task`::
+consumers (``dipo probe``, ``dipo train``, ``dipo eval`` and :mod:`dipo.evaluation.harness`) look it up with
+:func:`get_task` instead of deciding "math or function calling?" themselves::
 
     from dipo.tasks.registry import get_task, register_task
 
@@ -14,7 +15,8 @@ consumers (``dipo probe`` today; ``dipo train`` / ``dipo eval`` can move onto it
     def load_my_task(*, dataset=None, split="train", limit=None, offset=0, seed=0, **options) -> list[TaskRow]: ...
 
 Contract of a loader: keyword-only arguments ``dataset`` (a task-specific name, file or Hub id; ``None`` = the task's
-default), ``split``, ``limit``, ``offset``, ``seed`` and task options (``**options``); it returns
+default), ``split``, ``limit``, ``offset``, ``seed``, ``data`` (:class:`DataOptions`: fields, error handling and
+instruction for user datasets; the real tasks read it) and task options (``**options``); it returns
 :class:`dipo.tasks.data.TaskRow` rows whose ``to_dict()`` columns are what the reward function reads (TRL passes
 dataset columns to reward functions as keyword arguments). A reward factory takes no positional arguments and
 returns ``fn(prompts, completions, completion_ids=None, **columns) -> list[float]``.
@@ -23,8 +25,9 @@ Built-in tasks (registered lazily, heavy imports happen only when a task is used
 
 - ``math``: MATH / GSM8K benchmarks or a user file (``dataset``: gsm8k, math500, math_train, math_test or a path);
   binary math-verify reward.
-- ``toolcall``: BFCL v3 categories or a user file (``dataset``: a BFCL category such as ``simple`` or a path);
-  binary BFCL AST reward.
+- ``toolcall``: BFCL v3 categories or a user file (``dataset``: a BFCL category such as ``simple``,
+  ``bfcl:<category>``, ``bfcl_train`` (the live_* categories) or a file / folder / Hub id); binary BFCL AST reward
+  (``toolrl``: graded ToolRL-style reward).
 - ``arithmetic``: the demo's synthetic task (``"37+85="`` → reversed digits ``"221"``, plain text, no chat template);
   ``dataset`` = comma list of levels 1-5 (default all), ``split`` train/heldout; exact-match reward.
 - ``nl_arithmetic``: "What is 7 + 5? Answer with just the number." (:mod:`dipo.tasks.nl_arithmetic`);
@@ -34,11 +37,11 @@ Built-in tasks (registered lazily, heavy imports happen only when a task is used
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from dipo.tasks.data import TaskRow
+from dipo.tasks.data import FieldMap, OnError, TaskRow
 
 Loader = Callable[..., list[TaskRow]]
 RewardFactory = Callable[[], Callable[..., list[float]]]
@@ -60,8 +63,50 @@ class TaskDefaults:
 
 
 @dataclass(frozen=True)
+class DataOptions:
+    """How a loader reads a user's dataset (file, folder or Hub id) and prompts its rows.
+
+    ``fields``: where the prompt / answer / id live (``None``: the loader's default); ``tools_field`` (function
+    calling): the tool schemas; ``config_name``: config of a Hub dataset; ``on_error`` / ``max_skip_fraction``: fail on
+    a broken row, or count and skip it up to that fraction; ``instruction`` (math): appended to plain-text problems,
+    built-in benchmarks included (``None``: the task's default instruction). A task ignores what it has no use for.
+    """
+
+    fields: FieldMap | None = None
+    tools_field: str = "tools"
+    config_name: str | None = None
+    on_error: OnError = "raise"
+    max_skip_fraction: float = 0.05
+    instruction: str | None = None
+
+
+@dataclass(frozen=True)
+class RewardChoice:
+    """A named reward of a task (``dipo train --reward NAME``): its factory and whether it is binary (0/1)."""
+
+    make: RewardFactory
+    binary: bool = True
+
+
+@dataclass(frozen=True)
+class TaskEvaluation:
+    """How ``dipo eval`` evaluates a task: sampling defaults (``k``, ``temperature``, ``max_new_tokens`` of
+    ``defaults``), the benchmarks run when none is named, the names ``--benchmarks`` accepts (``None``: any name the
+    loader knows) and the scoring of :mod:`dipo.evaluation.harness` (``"math"`` or ``"bfcl"``)."""
+
+    defaults: TaskDefaults
+    benchmarks: tuple[str, ...]
+    scoring: str
+    benchmark_names: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
 class TaskSpec:
-    """A registered task: ``load`` (keyword-only loader), ``make_reward`` (reward factory), ``defaults``."""
+    """A registered task: ``load`` (keyword-only loader), ``make_reward`` (reward factory), ``defaults``.
+
+    ``rewards``: further named rewards (``dipo train --reward``; ``"auto"`` is ``make_reward``); ``format_reward``: an
+    optional extra format reward (``dipo train --format_reward_weight``); ``evaluation``: ``dipo eval`` support.
+    """
 
     name: str
     load: Loader
@@ -69,6 +114,18 @@ class TaskSpec:
     defaults: TaskDefaults = field(default_factory=TaskDefaults)
     description: str = ""
     binary: bool = True  # rewards are 0/1 (DiPO's binary mode); graded tasks need dipo_reward_mode="graded"
+    rewards: Mapping[str, RewardChoice] = field(default_factory=dict)
+    format_reward: RewardFactory | None = None
+    evaluation: TaskEvaluation | None = None
+
+    def reward(self, name: str = "auto") -> RewardChoice:
+        """The reward called ``name`` (``"auto"``: the task's default reward); ``ValueError`` naming the choices."""
+        if name == "auto":
+            return RewardChoice(self.make_reward, self.binary)
+        if name not in self.rewards:
+            choices = " or ".join(repr(n) for n in self.rewards) or "'auto'"
+            raise ValueError(f"{self.name} reward must be {choices} (or 'auto'), got {name!r}")
+        return self.rewards[name]
 
 
 _TASKS: dict[str, TaskSpec] = {}
@@ -82,9 +139,13 @@ def register_task(
     defaults: TaskDefaults | None = None,
     description: str = "",
     binary: bool = True,
+    rewards: Mapping[str, RewardChoice] | None = None,
+    format_reward: RewardFactory | None = None,
+    evaluation: TaskEvaluation | None = None,
     overwrite: bool = False,
 ) -> Callable[[Loader], Loader]:
-    """Decorator registering ``loader`` as task ``name`` with its reward factory and default settings.
+    """Decorator registering ``loader`` as task ``name`` with its reward factory and default settings (the other
+    keywords are the optional :class:`TaskSpec` fields).
 
     Raises ``ValueError`` if ``name`` is already registered (pass ``overwrite=True`` to replace it on purpose).
     """
@@ -101,7 +162,17 @@ def register_task(
                 f"task {name!r} is already registered (by {_TASKS[name].load.__module__}); pick another name or "
                 "pass overwrite=True"
             )
-        _TASKS[name] = TaskSpec(name, loader, reward, defaults or TaskDefaults(), description, binary)
+        _TASKS[name] = TaskSpec(
+            name,
+            loader,
+            reward,
+            defaults or TaskDefaults(),
+            description,
+            binary,
+            dict(rewards or {}),
+            format_reward,
+            evaluation,
+        )
         return loader
 
     return decorator
@@ -115,10 +186,10 @@ def get_task(name: str) -> TaskSpec:
     return _TASKS[name]
 
 
-def list_tasks() -> list[str]:
-    """Names of every registered task, sorted."""
+def list_tasks(evaluable: bool = False) -> list[str]:
+    """Names of every registered task, sorted (``evaluable``: only those ``dipo eval`` can evaluate)."""
     _load_builtins()
-    return sorted(_TASKS)
+    return sorted(name for name, spec in _TASKS.items() if spec.evaluation is not None or not evaluable)
 
 
 def _slice(rows: list[TaskRow], offset: int, limit: int | None) -> list[TaskRow]:
@@ -135,11 +206,18 @@ def _load_builtins() -> None:
     if _BUILTINS_LOADED:
         return
     _BUILTINS_LOADED = True
+    from dipo.tasks.math import MATH_BENCHMARKS  # light modules: the heavy imports happen when a task is used
+    from dipo.tasks.toolcall import BFCL_EVAL_CATEGORIES
 
     def math_reward() -> Callable[..., list[float]]:
         from dipo.tasks.math import MathAccuracyReward
 
         return MathAccuracyReward(answer_field="answer")
+
+    def math_format_reward() -> Callable[..., list[float]]:
+        from dipo.tasks.math import MathFormatReward
+
+        return MathFormatReward()
 
     @register_task(
         "math",
@@ -147,6 +225,14 @@ def _load_builtins() -> None:
         defaults=TaskDefaults(temperature=0.6, top_p=0.95, max_new_tokens=1024, dataset="gsm8k"),
         description="MATH / GSM8K (\\boxed{} answer, math-verify); dataset: gsm8k, math500, math_train, math_test "
         "or a file / Hub id with 'prompt' and 'answer' fields",
+        rewards={"accuracy": RewardChoice(math_reward)},
+        format_reward=math_format_reward,
+        evaluation=TaskEvaluation(
+            defaults=TaskDefaults(k=8, temperature=0.6, top_p=0.95, max_new_tokens=1024),
+            benchmarks=("math500", "gsm8k"),
+            scoring="math",
+            benchmark_names=tuple(MATH_BENCHMARKS),
+        ),
     )
     def load_math(
         *,
@@ -156,17 +242,29 @@ def _load_builtins() -> None:
         offset: int = 0,
         seed: int = 0,
         instruction: str | None = None,
+        data: DataOptions | None = None,
         **options: Any,
     ) -> list[TaskRow]:
-        from dipo.tasks.math import MATH_BENCHMARKS, MATH_INSTRUCTION, load_math_dataset
+        from dipo.tasks.math import MATH_INSTRUCTION, load_math_dataset
 
         _no_options("math", options)
+        data = data or DataOptions()
         name = dataset or "gsm8k"
         end = None if limit is None else offset + limit
+        instruction = instruction or data.instruction or MATH_INSTRUCTION
         if name in MATH_BENCHMARKS:
-            rows = MATH_BENCHMARKS[name](end, instruction or MATH_INSTRUCTION)
+            rows = MATH_BENCHMARKS[name](end, instruction)
         else:
-            rows = load_math_dataset(name, split=split, limit=end, instruction=instruction or MATH_INSTRUCTION)
+            rows = load_math_dataset(
+                name,
+                fields=data.fields,
+                split=split,
+                config_name=data.config_name,
+                limit=end,
+                instruction=instruction,
+                on_error=data.on_error,
+                max_skip_fraction=data.max_skip_fraction,
+            )
         return _slice(rows, offset, limit)
 
     def toolcall_reward() -> Callable[..., list[float]]:
@@ -174,12 +272,24 @@ def _load_builtins() -> None:
 
         return BFCLAccuracyReward(answer_field="answer")
 
+    def toolrl_reward() -> Callable[..., list[float]]:
+        from dipo.tasks.toolcall import ToolRLReward
+
+        return ToolRLReward(answer_field="answer")
+
     @register_task(
         "toolcall",
         reward=toolcall_reward,
         defaults=TaskDefaults(max_new_tokens=256, dataset="simple"),
-        description="BFCL v3 function calling (AST checker); dataset: a BFCL category (simple, multiple, ...) or a "
-        "file / Hub id with 'prompt', 'answer' and 'tools' fields",
+        description="BFCL v3 function calling (AST checker); dataset: a BFCL category (simple, multiple, ...), "
+        "bfcl:<category>, bfcl_train (the live_* categories) or a file / Hub id with 'prompt', 'answer' and 'tools' "
+        "fields",
+        rewards={"bfcl": RewardChoice(toolcall_reward), "toolrl": RewardChoice(toolrl_reward, binary=False)},
+        evaluation=TaskEvaluation(
+            defaults=TaskDefaults(k=1, temperature=0.0, top_p=0.95, max_new_tokens=256),
+            benchmarks=BFCL_EVAL_CATEGORIES,
+            scoring="bfcl",
+        ),
     )
     def load_toolcall(
         *,
@@ -188,15 +298,31 @@ def _load_builtins() -> None:
         limit: int | None = None,
         offset: int = 0,
         seed: int = 0,
+        data: DataOptions | None = None,
         **options: Any,
     ) -> list[TaskRow]:
-        from dipo.tasks.toolcall import load_bfcl, load_toolcall_dataset
+        from dipo.tasks.toolcall import BFCL_SIZES, BFCL_TRAIN_CATEGORIES, load_bfcl, load_toolcall_dataset
 
         _no_options("toolcall", options)
+        data = data or DataOptions()
         name = dataset or "simple"
         end = None if limit is None else offset + limit
-        looks_like_path = "/" in name or "." in name
-        rows = load_toolcall_dataset(name, split=split, limit=end) if looks_like_path else load_bfcl(name, end)
+        category = name.split(":", 1)[1] if name.startswith("bfcl:") else name
+        if name == "bfcl_train":
+            rows = [row for train_category in BFCL_TRAIN_CATEGORIES for row in load_bfcl(train_category)]
+        elif name.startswith("bfcl:") or category in BFCL_SIZES:
+            rows = load_bfcl(category, limit=end)
+        else:
+            rows = load_toolcall_dataset(
+                name,
+                fields=data.fields,
+                tools_field=data.tools_field,
+                split=split,
+                config_name=data.config_name,
+                limit=end,
+                on_error=data.on_error,
+                max_skip_fraction=data.max_skip_fraction,
+            )
         return _slice(rows, offset, limit)
 
     def arithmetic_reward_factory() -> Callable[..., list[float]]:
