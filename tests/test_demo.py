@@ -1,10 +1,9 @@
 """Tests of the embedded demo: tokenizer, model, warm start (cache, determinism, mixed accuracy), evaluation,
-the CDE-style bonus, and ``dipo demo --quick`` end to end."""
+the CDE-style arms (the trainer's option), and ``dipo demo --quick`` end to end."""
 
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import replace
 
@@ -14,7 +13,7 @@ import torch
 from dipo.demo.model import ModelSpec, build_model, num_parameters
 from dipo.demo.tokenizer import build_tokenizer
 from dipo.demo.warmstart import SFTConfig, load_or_train_warmstart, sft_batch, warmstart_key
-from dipo.tasks.arithmetic import ArithmeticTask, arithmetic_reward
+from dipo.tasks.arithmetic import ArithmeticTask
 
 TASK = ArithmeticTask(ops=("+",))
 SPEC = ModelSpec(num_hidden_layers=2)
@@ -88,32 +87,27 @@ def test_warmstart_is_deterministic_and_cached(tmp_path, monkeypatch):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def test_cde_bonus_uses_response_log_ppl():
-    from dipo.demo.cde import PerplexityBonusReward
+def test_cde_methods_use_the_trainers_ppl_bonus_option(tmp_path):
+    """The CDE-style arms are the trainer's ``ppl_bonus_coef`` / ``ppl_bonus_clip`` (the bonus itself is tested with
+    the trainer, tests/test_trl_trainer.py::test_cde_style_ppl_bonus_baseline, and in tests/test_core_baselines.py)."""
+    from dipo import DiPOConfig
+    from dipo.demo.methods import REGISTRY
 
-    tok = build_tokenizer()
-    model = build_model(SPEC, tok, seed=0)
-    bonus = PerplexityBonusReward(arithmetic_reward, tok, coef=0.1, clip_ratio=0.5)
-    prompts = ["1+2=", "10+20="]
-    completions = ["3", "0"]  # right, wrong
-    completion_ids = [[*tok("3")["input_ids"], tok.eos_token_id], tok("0")["input_ids"]]
-    with pytest.raises(ValueError, match="model"):
-        bonus(prompts, completions, completion_ids, answer=["3", "03"])
-    bonus.model = model
-    s = bonus.log_ppl(prompts, completion_ids)
-    # reference: unpadded forward of each prompt + completion
-    for i, (p, c) in enumerate(zip(prompts, completion_ids, strict=True)):
-        ids = torch.tensor([tok(p)["input_ids"] + c])
-        with torch.no_grad():
-            logps = torch.log_softmax(model(input_ids=ids).logits[0, -len(c) - 1 : -1], -1)
-        ref = -logps.gather(-1, torch.tensor(c)[:, None]).mean()
-        assert math.isclose(float(s[i]), float(ref), rel_tol=1e-4)
-    out = bonus(prompts, completions, completion_ids, answer=["3", "03"])
-    assert out[1] == 0.0  # wrong answer (reward 0): no bonus
-    assert out[0] == pytest.approx(min(0.1 * float(s[0]), 0.5))
+    for name, coef in (("dapo-cde0.1", 0.1), ("dapo-cde0.3", 0.3)):
+        method = REGISTRY[name]
+        assert method.overrides == {"ppl_bonus_coef": coef, "ppl_bonus_clip": 0.5}
+        args = DiPOConfig(
+            output_dir=str(tmp_path),
+            preset=method.preset,
+            use_cpu=True,
+            bf16=False,
+            report_to="none",
+            **method.overrides,
+        )
+        assert (args.ppl_bonus_coef, args.ppl_bonus_clip) == (coef, 0.5)
+        assert args.needs_ppl and not args.dipo_enabled  # DAPO + the bonus; DiPO itself off
 
 
-@pytest.mark.slow
 def test_quick_demo_end_to_end(tmp_path, monkeypatch):
     """`dipo demo --quick` trains the warm start, runs GRPO/DAPO/DiPO and writes the report with all three."""
     from dipo.cli.main import main

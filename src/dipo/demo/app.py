@@ -129,7 +129,6 @@ def run_demo(
             m.name: {
                 "preset": m.preset,
                 "overrides": m.overrides,
-                "cde_coef": m.cde_coef,
                 "description": m.description,
             }
             for m in methods

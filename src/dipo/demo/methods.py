@@ -1,7 +1,8 @@
 """The methods ``dipo demo`` compares: the main three, the ablations and the paper's other baselines.
 
-Each method is a :class:`DiPOConfig` preset plus overrides (any ``DiPOConfig`` field), optionally with the CDE-style
-perplexity bonus reward (spec §11). All run through ``DiPOTrainer`` from the same warm start.
+Each method is a :class:`DiPOConfig` preset plus overrides (any ``DiPOConfig`` field). The CDE-style perplexity bonus
+(spec §11) is the trainer's own option: ``ppl_bonus_coef`` / ``ppl_bonus_clip`` (``r + min(coef·s, clip·|r|)`` on every
+verifier reward, applied to the advantages). All run through ``DiPOTrainer`` from the same warm start.
 """
 
 from __future__ import annotations
@@ -12,14 +13,17 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Method:
-    """A named training recipe: ``preset`` + ``overrides`` of ``DiPOConfig`` fields (+ optional CDE bonus)."""
+    """A named training recipe: ``preset`` + ``overrides`` of ``DiPOConfig`` fields."""
 
     name: str
     preset: str
     overrides: dict[str, Any] = field(default_factory=dict)
-    cde_coef: float | None = None  # CDE-style perplexity bonus coefficient (None: off)
-    cde_clip: float = 0.5
     description: str = ""
+
+
+def cde(coef: float, clip: float = 0.5) -> dict[str, float]:
+    """Overrides of the CDE-style perplexity bonus baseline (the trainer's ``ppl_bonus_coef`` / ``ppl_bonus_clip``)."""
+    return {"ppl_bonus_coef": coef, "ppl_bonus_clip": clip}
 
 
 MAIN = [
@@ -45,8 +49,8 @@ BASELINES = [
     Method("dapo-ent0.03", "dapo", {"entropy_coef": 0.03}, description="DAPO + entropy bonus, coef 0.03"),
     Method("dapo-ent0.1", "dapo", {"entropy_coef": 0.1}, description="DAPO + entropy bonus, coef 0.1"),
     Method("dipo-a1.0", "dipo", {"dipo_alpha": 1.0}, description="DiPO α = 1.0 (tenfold the default)"),
-    Method("dapo-cde0.1", "dapo", cde_coef=0.1, description="DAPO + CDE-style PPL bonus, coef 0.1, clip 0.5"),
-    Method("dapo-cde0.3", "dapo", cde_coef=0.3, description="DAPO + CDE-style PPL bonus, coef 0.3, clip 0.5"),
+    Method("dapo-cde0.1", "dapo", cde(0.1), description="DAPO + CDE-style PPL bonus, coef 0.1, clip 0.5"),
+    Method("dapo-cde0.3", "dapo", cde(0.3), description="DAPO + CDE-style PPL bonus, coef 0.3, clip 0.5"),
 ]
 
 RANDOM_SELECTION = Method(

@@ -114,7 +114,6 @@ def run_one(
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
 
     from dipo import DiPOConfig, DiPOTrainer
-    from dipo.demo.cde import PerplexityBonusReward
     from dipo.demo.evaluate import evaluate
     from dipo.tasks.arithmetic import arithmetic_reward, to_records
 
@@ -129,9 +128,9 @@ def run_one(
 
     run_dir = Path(out_dir) / "runs" / f"{method.name}-s{seed}"
     overrides = dict(method.overrides)
-    # Diagnostics for every method (PSD runs in observe-only mode for GRPO/DAPO), except with the CDE bonus, whose
-    # non-binary reward column would be summed into DiPO's verifier reward.
-    overrides.setdefault("dipo_log_diagnostics", method.cde_coef is None)
+    # Diagnostics for every method (PSD runs in observe-only mode for GRPO/DAPO and the CDE-style baseline, whose bonus
+    # the trainer applies to the advantages, leaving the verifier reward binary).
+    overrides.setdefault("dipo_log_diagnostics", True)
     settings: dict[str, Any] = dict(
         output_dir=str(run_dir),
         preset=method.preset,
@@ -161,10 +160,6 @@ def run_one(
     args = DiPOConfig(**settings)
     recorder = BatchRecorder(arithmetic_reward, tokenizer) if cfg.instruments else None
     reward_funcs: list[Any] = [recorder or arithmetic_reward]
-    bonus = None
-    if method.cde_coef is not None:
-        bonus = PerplexityBonusReward(arithmetic_reward, tokenizer, coef=method.cde_coef, clip_ratio=method.cde_clip)
-        reward_funcs.append(bonus)
     teacher = cfg.sft.teacher
     traps_small = [teacher is not None and teacher.is_trap(it) for it in heldout_small]
     traps_final = [teacher is not None and teacher.is_trap(it) for it in heldout_final]
@@ -215,8 +210,6 @@ def run_one(
             callbacks=[DemoCallback()],
         )
         trainer.remove_callback(PrinterCallback)  # disable_tqdm=True would print every log dict
-        if bonus is not None:
-            bonus.model = trainer.model
         if recorder is not None:
             recorder.model = trainer.model
         eval_row(0)
