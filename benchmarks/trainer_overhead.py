@@ -21,49 +21,22 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
-import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # shared tiny-model builder
-
 import torch
-from transformers import TrainerCallback
 
-from dipo.integrations.trl import DiPOConfig, DiPOTrainer
-from trl_helpers import build_dataset, build_tiny_model_dir, kind_reward, load_tiny, tiny_grpo_kwargs
-
-
-class TimedDiPOTrainer(DiPOTrainer):
-    """Records the process-CPU time of DiPO's post-processing of every generation batch."""
-
-    apply_times: list[float] = []  # shared on purpose: collected across runs
-
-    def _apply_dipo(self, output, rewards_per_func):
-        start = time.process_time()
-        super()._apply_dipo(output, rewards_per_func)
-        TimedDiPOTrainer.apply_times.append(time.process_time() - start)
-
-
-class StepTimer(TrainerCallback):
-    """Wall and process-CPU time of every optimizer step (generation happens inside the step that needs it)."""
-
-    def __init__(self) -> None:
-        self.times: list[tuple[float, float]] = []
-        self._start = (0.0, 0.0)
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._start = (time.perf_counter(), time.process_time())
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.times.append((time.perf_counter() - self._start[0], time.process_time() - self._start[1]))
+from dipo.benchmarking.timing import StepTimer, TimedDiPOTrainer
+from dipo.integrations.trl import DiPOConfig
+from dipo.testing import build_dataset, build_tiny_model_dir, kind_reward, load_tiny, tiny_grpo_kwargs
 
 
 def run_once(
-    model_dir: Path, out_dir: Path, preset: str, num_iterations: int, steps: int, args
+    model_dir: Path, out_dir: Path, preset: str, num_iterations: int, steps: int, args, dipo_work: list[float]
 ) -> list[tuple[float, float]]:
+    """The (wall, cpu) times of the measured generation cycles of one fresh run; DiPO's CPU work per generation batch
+    is appended to ``dipo_work``."""
     model, tokenizer = load_tiny(model_dir)
     config = DiPOConfig(
         **tiny_grpo_kwargs(
@@ -91,6 +64,7 @@ def run_once(
         callbacks=[timer],
     )
     trainer.train()
+    dipo_work.extend(trainer.dipo_work_cpu)
     lengths = {e["completions/mean_length"] for e in trainer.state.log_history if "completions/mean_length" in e}
     assert lengths == {float(args.max_completion_length)}, lengths
     if preset == "dipo":
@@ -104,7 +78,9 @@ def run_once(
     return cycles[1:]  # drop the warm-up cycle
 
 
-def measure(model_dir: Path, work: Path, num_iterations: int, args) -> dict[str, list[list[tuple[float, float]]]]:
+def measure(
+    model_dir: Path, work: Path, num_iterations: int, args, dipo_work: list[float]
+) -> dict[str, list[list[tuple[float, float]]]]:
     """Per preset, per round, the (wall, cpu) time of each measured generation cycle."""
     times: dict[str, list[list[tuple[float, float]]]] = {"dapo": [], "dipo": []}
     steps = args.steps_per_round * num_iterations
@@ -112,7 +88,7 @@ def measure(model_dir: Path, work: Path, num_iterations: int, args) -> dict[str,
         order = ("dapo", "dipo") if r % 2 == 0 else ("dipo", "dapo")
         for preset in order:
             out_dir = work / f"{preset}-{num_iterations}-{r}"
-            times[preset].append(run_once(model_dir, out_dir, preset, num_iterations, steps, args))
+            times[preset].append(run_once(model_dir, out_dir, preset, num_iterations, steps, args, dipo_work))
     return times
 
 
@@ -152,13 +128,13 @@ def main() -> int:
         )
         rows, direct = [], []
         for label, num_iterations, target in (("logps available", 2, 1.02), ("extra forward", 1, 1.15)):
-            TimedDiPOTrainer.apply_times = []
-            times = measure(model_dir, work, num_iterations, args)
+            dipo_work: list[float] = []
+            times = measure(model_dir, work, num_iterations, args, dipo_work)
             for k, clock in enumerate(("wall", "cpu")):
                 rows.append((label, clock, *summarise(times, k), target))
             dapo_cpu = rows[-1][3]
-            work_s = statistics.median(TimedDiPOTrainer.apply_times)
-            direct.append((label, len(TimedDiPOTrainer.apply_times), work_s, dapo_cpu, (dapo_cpu + work_s) / dapo_cpu))
+            work_s = statistics.median(dipo_work)
+            direct.append((label, len(dipo_work), work_s, dapo_cpu, (dapo_cpu + work_s) / dapo_cpu))
     print("median time of one generation cycle (generation + scoring + DiPO + num_iterations updates); ratio =")
     print("DiPO/DAPO of the pooled medians; paired = quartiles of the per-round ratios (runs adjacent in time)")
     header = f"{'setting':<16} {'clock':<5} {'cycles':>6} {'DAPO s':>9} {'DiPO s':>9} {'ratio':>7}"

@@ -144,3 +144,18 @@ def test_quick_demo_end_to_end(tmp_path, monkeypatch):
     assert "item_hits" in dipo_run["evals"][0] and "pass_at_k" in dipo_run["final"]
     assert "## BRR activity" in report and "## Every method vs DAPO" in report
     assert (out / "runs" / "dipo-s0" / "record.json").exists()
+
+
+def test_demo_config_device_defaults_to_cpu_and_keeps_cpu_run_keys():
+    from dipo.demo.runner import DemoConfig
+
+    cfg = DemoConfig()
+    assert cfg.device == "cpu"
+    assert "device" in cfg.as_dict()
+    # the CPU default leaves the run key of earlier records unchanged; another device is another run
+    payload = {k: v for k, v in cfg.as_dict().items() if k not in ("methods", "seeds", "workers", "device")}
+    import hashlib
+
+    legacy = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    assert cfg.run_key() == legacy
+    assert replace(cfg, device="cuda").run_key() != cfg.run_key()

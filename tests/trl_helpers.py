@@ -1,138 +1,30 @@
-"""Tiny local models, tokenizers, datasets and reward functions for TRL integration tests (no hub access).
+"""The tiny local models, tokenizers, datasets and rewards of the TRL tests: they live in :mod:`dipo.testing` (shared
+with ``benchmarks/``); this module keeps the tests' ``from trl_helpers import ...`` working."""
 
-Reusable by any test or benchmark: ``build_tiny_model_dir(path)`` writes a tiny Qwen2 causal LM and a word-level
-``PreTrainedTokenizerFast`` (plain-text prompts, no chat template) to ``path`` and returns it; ``load_tiny(path)``
-loads both back. Everything is deterministic for a given ``seed``.
+from dipo.testing import (
+    SPECIAL_TOKENS,
+    VOCAB,
+    WORDS,
+    build_dataset,
+    build_tiny_model,
+    build_tiny_model_dir,
+    build_tokenizer,
+    kind_reward,
+    load_tiny,
+    parity_reward,
+    tiny_grpo_kwargs,
+)
 
-Load the tokenizer with ``PreTrainedTokenizerFast.from_pretrained`` (as ``load_tiny`` does): transformers 5's
-``AutoTokenizer`` picks ``Qwen2Tokenizer`` from the model config, which misreads this word-level vocabulary.
-"""
-
-from __future__ import annotations
-
-from pathlib import Path
-
-import torch
-
-SPECIAL_TOKENS = ["<pad>", "<eos>", "<unk>"]
-WORDS = [
-    "easy",
-    "hard",
-    "mixed",
-    "what",
-    "is",
-    "the",
-    "answer",
-    "yes",
-    "no",
-    "a",
-    "b",
-    "c",
-    "d",
-    *[str(i) for i in range(10)],
+__all__ = [
+    "SPECIAL_TOKENS",
+    "VOCAB",
+    "WORDS",
+    "build_dataset",
+    "build_tiny_model",
+    "build_tiny_model_dir",
+    "build_tokenizer",
+    "kind_reward",
+    "load_tiny",
+    "parity_reward",
+    "tiny_grpo_kwargs",
 ]
-VOCAB = SPECIAL_TOKENS + WORDS  # 26 tokens; the model's vocab is padded to 32
-
-
-def build_tokenizer():
-    """A word-level fast tokenizer over ``VOCAB`` (whitespace-split; decodes with spaces)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(VOCAB)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins tokens with spaces
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>", padding_side="left"
-    )
-
-
-def build_tiny_model(seed: int = 0, vocab_size: int = 32, hidden_size: int = 16, num_layers: int = 1):
-    """A randomly initialised tiny ``Qwen2ForCausalLM`` (float32, no dropout)."""
-    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
-
-    config = Qwen2Config(
-        vocab_size=vocab_size,
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=64,
-        tie_word_embeddings=True,
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=None,
-    )
-    torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(config)
-    model.generation_config = GenerationConfig(pad_token_id=0, eos_token_id=1)
-    return model
-
-
-def build_tiny_model_dir(path: str | Path, seed: int = 0, **model_kwargs) -> Path:
-    """Save a tiny model and its tokenizer to ``path`` (created) and return the path."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    build_tiny_model(seed=seed, **model_kwargs).save_pretrained(path)
-    build_tokenizer().save_pretrained(path)
-    return path
-
-
-def load_tiny(path: str | Path):
-    """Load ``(model, tokenizer)`` saved by :func:`build_tiny_model_dir`."""
-    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
-
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path))
-    return model, tokenizer
-
-
-def build_dataset(num_prompts: int = 8):
-    """Plain-text prompts whose first word says which reward regime applies (see :func:`kind_reward`)."""
-    from datasets import Dataset
-
-    kinds = ["easy", "hard", "mixed", "mixed"]
-    prompts = [f"{kinds[i % len(kinds)]} what is the answer {i % 10}" for i in range(num_prompts)]
-    return Dataset.from_dict({"prompt": prompts, "kind": [p.split()[0] for p in prompts]})
-
-
-def kind_reward(completions, completion_ids, kind, **kwargs) -> list[float]:
-    """Binary reward: 1 for every ``easy`` prompt, 0 for every ``hard`` one (extreme groups by construction), and for
-    ``mixed`` prompts 1 iff the first completion token id is even (normally a mix inside the group)."""
-    out = []
-    for ids, k in zip(completion_ids, kind, strict=True):
-        if k == "easy":
-            out.append(1.0)
-        elif k == "hard":
-            out.append(0.0)
-        else:
-            out.append(float(len(ids) > 0 and ids[0] % 2 == 0))
-    return out
-
-
-def parity_reward(completion_ids, **kwargs) -> list[float]:
-    """Binary reward: 1 iff the completion's first token id is even."""
-    return [float(len(ids) > 0 and ids[0] % 2 == 0) for ids in completion_ids]
-
-
-def tiny_grpo_kwargs(output_dir: str | Path, **overrides) -> dict:
-    """Common small, fast, CPU-only, hub-free config arguments for GRPOConfig/DiPOConfig."""
-    kwargs = dict(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=8,
-        num_generations=4,
-        max_completion_length=6,
-        max_steps=3,
-        learning_rate=0.05,
-        logging_steps=1,
-        report_to="none",
-        save_strategy="no",
-        seed=0,
-        use_cpu=True,
-        bf16=False,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
-    )
-    kwargs.update(overrides)
-    return kwargs

@@ -52,6 +52,7 @@ class DemoConfig:
     sft: SFTConfig = field(default_factory=SFTConfig)
     regime: str = "neutral"  # name of the testbed (dipo.demo.regimes); set task and sft through `for_regime`
     instruments: bool = True  # per-step entropy split and entropy shift on reallocated groups (dipo.demo.instruments)
+    device: str = "cpu"  # where the RL runs train: "cpu", or e.g. "cuda" (the trainer then places the model there)
 
     @classmethod
     def for_regime(cls, name: str, **changes: Any) -> DemoConfig:
@@ -86,7 +87,8 @@ class DemoConfig:
         run's record is reused by ``--resume`` only under the same key."""
         import hashlib
 
-        payload = {k: v for k, v in self.as_dict().items() if k not in ("methods", "seeds", "workers")}
+        excluded = ("methods", "seeds", "workers") + (("device",) if self.device == "cpu" else ())  # CPU: old keys
+        payload = {k: v for k, v in self.as_dict().items() if k not in excluded}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -148,7 +150,7 @@ def run_one(
         logging_steps=1,
         save_strategy="no",
         report_to="none",
-        use_cpu=True,
+        use_cpu=cfg.device == "cpu",
         bf16=False,
         seed=seed,
         data_seed=seed,

@@ -136,19 +136,22 @@ def load_or_train_warmstart(
     sft: SFTConfig,
     use_cache: bool = True,
     progress: Callable[[int, float], None] | None = None,
+    device: str = "cpu",
 ) -> tuple[Path, dict[str, object]]:
     """Path of the warm-started model folder (``save_pretrained`` format, tokenizer included) and its info.
 
-    Trains and caches it if missing; ``use_cache=False`` always retrains (into the same key folder).
+    Trains and caches it if missing; ``use_cache=False`` always retrains (into the same key folder). ``device``: where
+    the SFT runs (another device than the CPU gets its own cache key: its numerics differ).
     """
-    path = cache_dir() / "warmstart" / warmstart_key(task, spec, sft)
+    key = warmstart_key(task, spec, sft)
+    path = cache_dir() / "warmstart" / (key if device == "cpu" else f"{key}-{device}")
     info_file = path / "warmstart.json"
     if use_cache and info_file.exists():
         info = json.loads(info_file.read_text())
         info["cached"] = True
         return path, info
     tokenizer = build_tokenizer()
-    model = build_model(spec, tokenizer, seed=sft.seed)
+    model = build_model(spec, tokenizer, seed=sft.seed).to(device)
     start = time.perf_counter()
     losses = supervised_finetune(model, tokenizer, task, sft, progress=progress)
     seconds = time.perf_counter() - start
