@@ -12,10 +12,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ for trl_helpers
-
 from dipo.integrations.trl import DiPOConfig, DiPOTrainer
-from trl_helpers import build_dataset, kind_reward, load_tiny, tiny_grpo_kwargs
+from dipo.testing import build_dataset, kind_reward, load_tiny, tiny_grpo_kwargs
 
 
 class RecordingTrainer(DiPOTrainer):
