@@ -194,7 +194,7 @@ def test_verify_answer_is_bounded_in_a_worker_thread() -> None:
 def test_hard_timeout_kills_and_replaces_the_worker(monkeypatch, watchdog) -> None:
     """With math-verify's own timeout out of reach, the caller's limit kills the worker: 0, counted, and the next
     comparison runs on a new worker."""
-    import dipo.tasks.math as m
+    import dipo.tasks.math.verify as m  # the limits, counters and worker live there
 
     m._WORKER.close()
     monkeypatch.setattr(m, "VERIFY_TIMEOUT_S", 1.0)
@@ -223,7 +223,7 @@ def test_hard_timeout_kills_and_replaces_the_worker(monkeypatch, watchdog) -> No
 
 @needs_math_verify
 def test_verifies_in_process_when_the_worker_cannot_start(monkeypatch, caplog, watchdog) -> None:
-    import dipo.tasks.math as m
+    import dipo.tasks.math.verify as m
 
     m._WORKER.close()
     monkeypatch.setattr(m, "_worker_failure", None)
@@ -242,7 +242,7 @@ def test_verifies_in_process_when_the_worker_cannot_start(monkeypatch, caplog, w
 
 @needs_math_verify
 def test_screened_answers_never_reach_sympy() -> None:
-    from dipo.tasks.math import MAX_ANSWER_CHARS, _screened, answers_equal, verify_stats
+    from dipo.tasks.math.verify import MAX_ANSWER_CHARS, _screened, answers_equal, verify_stats
 
     assert _screened("9^{9^{9^9}}", "1") and _screened("10^{1000000}", "1") and _screened("123456!", "1")
     assert _screened("1" * (MAX_ANSWER_CHARS + 1), "1")

