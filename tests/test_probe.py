@@ -269,3 +269,11 @@ def test_builtin_arithmetic_task_runs_on_the_demo_model(tiny_model_dir, tmp_path
                  "--no-progress", "--output-dir", str(out)]) == 0  # fmt: skip
     meta = json.loads((out / "meta.json").read_text())
     assert meta["task"] == "arithmetic" and meta["chat_template_used"] is False
+
+
+def test_length_bins_give_responses_at_the_limit_their_own_bin():
+    from dipo.probe.analysis import length_edges
+
+    assert length_edges(torch.tensor([1, 2, 3, 4, 5, 6]), 3) == [2, 4, 6]
+    assert length_edges(torch.tensor([1, 2, 3, 16, 16, 16, 16, 16]), 3) == [2, 3, 16]
+    assert length_edges(torch.tensor([16, 16]), 3) == [16]

@@ -225,8 +225,12 @@ def reallocation_table(t: ProbeTensors, tau: float, passed: bool) -> dict[str, A
 def length_edges(num_tokens: torch.Tensor, bins: int) -> list[int]:
     """Inclusive upper edges of ``bins`` response-length bins (quantiles of ``num_tokens``; duplicates merged)."""
     values = sorted(num_tokens.tolist())
-    edges = sorted({values[min(len(values) - 1, math.ceil(len(values) * (b + 1) / bins) - 1)] for b in range(bins)})
-    return edges
+    top = values[-1]
+    rest = [v for v in values if v < top]
+    if bins > 1 and rest and len(values) - len(rest) > len(values) / bins:
+        # many responses at the length limit (truncated ones): they get their own bin, the rest is split by quantiles
+        return [*length_edges(torch.tensor(rest), bins - 1), top]
+    return sorted({values[min(len(values) - 1, math.ceil(len(values) * (b + 1) / bins) - 1)] for b in range(bins)})
 
 
 def by_length(t: ProbeTensors, correct: torch.Tensor, bins: int) -> list[dict[str, Any]]:
