@@ -76,9 +76,10 @@ def test_real_tasks_carry_their_rewards_and_evaluation():
     assert (math_spec.evaluation.defaults.k, toolcall.evaluation.defaults.k) == (8, 1)
     assert (math_spec.evaluation.defaults.temperature, toolcall.evaluation.defaults.temperature) == (0.6, 0.0)
     assert list_tasks(evaluable=True) == ["math", "toolcall"]
-    from dipo.tasks.toolcall import BFCL_EVAL_CATEGORIES
+    from dipo.tasks.toolcall import BFCL_EVAL_CATEGORIES, BFCL_SIZES
 
-    assert toolcall.evaluation.benchmarks == BFCL_EVAL_CATEGORIES and toolcall.evaluation.benchmark_names is None
+    assert toolcall.evaluation.benchmarks == BFCL_EVAL_CATEGORIES
+    assert toolcall.evaluation.benchmark_names == tuple(BFCL_SIZES)  # dipo eval --benchmarks: BFCL categories only
 
 
 def test_toolcall_loader_reads_bfcl_names_and_user_files(tmp_path, monkeypatch):

@@ -207,7 +207,7 @@ def _load_builtins() -> None:
         return
     _BUILTINS_LOADED = True
     from dipo.tasks.math import MATH_BENCHMARKS  # light modules: the heavy imports happen when a task is used
-    from dipo.tasks.toolcall import BFCL_EVAL_CATEGORIES
+    from dipo.tasks.toolcall import BFCL_EVAL_CATEGORIES, BFCL_SIZES
 
     def math_reward() -> Callable[..., list[float]]:
         from dipo.tasks.math import MathAccuracyReward
@@ -289,6 +289,7 @@ def _load_builtins() -> None:
             defaults=TaskDefaults(k=1, temperature=0.0, top_p=0.95, max_new_tokens=256),
             benchmarks=BFCL_EVAL_CATEGORIES,
             scoring="bfcl",
+            benchmark_names=tuple(BFCL_SIZES),
         ),
     )
     def load_toolcall(
