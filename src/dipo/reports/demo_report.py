@@ -236,67 +236,63 @@ def gains_text(results: dict[str, Any]) -> str:
     return "RL vs the warm start (held-out mean@k): " + "; ".join(parts) + "."
 
 
+def _activity_totals(runs: list[dict[str, Any]], prompts: int, first: int = 1, last: float = math.inf) -> dict:
+    """Sums over the runs' steps ``first..last`` of hard / easy groups, reallocations and judgment passes."""
+    tot: dict[str, float] = defaultdict(float)
+    keys = ("frac_hard", "frac_easy", "realloc_hard", "realloc_easy", "judgment_passed")
+    for run in runs:
+        for r in run["history"]:
+            vals = {k: r.get(f"dipo/{k}", math.nan) for k in keys}
+            if not all(math.isfinite(v) for v in vals.values()) or not first <= r.get("step", 0) <= last:
+                continue
+            tot["steps"] += 1
+            tot["hard"] += vals["frac_hard"] * prompts
+            tot["easy"] += vals["frac_easy"] * prompts
+            tot["rh"] += vals["realloc_hard"]
+            tot["re"] += vals["realloc_easy"]
+            tot["judge"] += vals["judgment_passed"]
+    return tot
+
+
 def activity_text(results: dict[str, Any], method: str = "dipo") -> str | None:
     """In words: how often BRR acted in ``method``'s runs (share of extreme groups, by direction)."""
     runs = _by_method(results).get(method)
-    if not runs:
-        return None
     prompts = results["config"]["prompts_per_step"]
-    hard = easy = rh = re_ = steps = 0.0
-    for run in runs:
-        for r in run["history"]:
-            vals = [r.get(f"dipo/{k}", math.nan) for k in ("frac_hard", "frac_easy", "realloc_hard", "realloc_easy")]
-            if not all(math.isfinite(v) for v in vals):
-                continue
-            steps += 1
-            hard += vals[0] * prompts
-            easy += vals[1] * prompts
-            rh += vals[2]
-            re_ += vals[3]
-    if not steps:
+    tot = _activity_totals(runs or [], prompts)
+    if not tot["steps"]:
         return None
     return (
-        f"BRR in {method}: {100 * (rh + re_) / max(hard + easy, 1):.1f} % of the extreme groups reallocated "
-        f"({rh / steps:.2f} hard groups rewarded and {re_ / steps:.2f} easy groups penalised per step of {prompts} "
-        f"groups; {100 * rh / max(hard, 1):.1f} % of hard and {100 * re_ / max(easy, 1):.1f} % of easy groups)."
+        f"BRR in {method}: {100 * (tot['rh'] + tot['re']) / max(tot['hard'] + tot['easy'], 1):.1f} % of the extreme "
+        f"groups reallocated ({tot['rh'] / tot['steps']:.2f} hard groups rewarded and {tot['re'] / tot['steps']:.2f} "
+        f"easy groups penalised per step of {prompts} groups; {100 * tot['rh'] / max(tot['hard'], 1):.1f} % of hard "
+        f"and {100 * tot['re'] / max(tot['easy'], 1):.1f} % of easy groups)."
     )
 
 
-def brr_activity_table(results: dict[str, Any]) -> str:
-    """Per method: extreme groups per step, the share of them BRR reallocated (hard / easy / both), judgment passes.
-
-    For α = 0 methods (observe-only PSD) these are the groups DiPO *would* have reallocated."""
+def brr_activity_table(results: dict[str, Any], windows: tuple[tuple[int, float], ...] = ((1, math.inf),)) -> str:
+    """Per method (and step window): extreme groups per step, the share of them BRR reallocated (hard / easy / both),
+    judgment passes. For α = 0 methods (observe-only PSD) these are the groups DiPO *would* have reallocated."""
     prompts = results["config"]["prompts_per_step"]
     rows = []
     for method, runs in _by_method(results).items():
-        tot = defaultdict(float)
-        for run in runs:
-            for r in run["history"]:
-                vals = {k: r.get(f"dipo/{k}", math.nan) for k in ("frac_hard", "frac_easy", "realloc_hard",
-                                                                  "realloc_easy", "judgment_passed")}  # fmt: skip
-                if not all(math.isfinite(v) for v in vals.values()):
-                    continue
-                tot["steps"] += 1
-                tot["hard"] += vals["frac_hard"] * prompts
-                tot["easy"] += vals["frac_easy"] * prompts
-                tot["rh"] += vals["realloc_hard"]
-                tot["re"] += vals["realloc_easy"]
-                tot["judge"] += vals["judgment_passed"]
-        if not tot["steps"]:
-            rows.append([method] + ["n/a"] * 6)
-            continue
-        extreme = tot["hard"] + tot["easy"]
-        rows.append(
-            [
-                method,
-                f"{tot['hard'] / tot['steps']:.1f} / {tot['easy'] / tot['steps']:.1f}",
-                f"{100 * tot['rh'] / max(tot['hard'], 1):.1f}",
-                f"{100 * tot['re'] / max(tot['easy'], 1):.1f}",
-                f"{100 * (tot['rh'] + tot['re']) / max(extreme, 1):.1f}",
-                f"{(tot['rh'] + tot['re']) / tot['steps']:.2f}",
-                f"{100 * tot['judge'] / tot['steps']:.0f}",
-            ]
-        )
+        for first, last in windows:
+            label = method if len(windows) == 1 else f"{method}, steps {first}–{'end' if last == math.inf else last}"
+            tot = _activity_totals(runs, prompts, first, last)
+            if not tot["steps"]:
+                rows.append([label] + ["n/a"] * 6)
+                continue
+            extreme = tot["hard"] + tot["easy"]
+            rows.append(
+                [
+                    label,
+                    f"{tot['hard'] / tot['steps']:.1f} / {tot['easy'] / tot['steps']:.1f}",
+                    f"{100 * tot['rh'] / max(tot['hard'], 1):.1f}",
+                    f"{100 * tot['re'] / max(tot['easy'], 1):.1f}",
+                    f"{100 * (tot['rh'] + tot['re']) / max(extreme, 1):.1f}",
+                    f"{(tot['rh'] + tot['re']) / tot['steps']:.2f}",
+                    f"{100 * tot['judge'] / tot['steps']:.0f}",
+                ]
+            )
     header = ["method", "hard / easy groups per step", "% hard reallocated", "% easy reallocated",
               "% extreme reallocated", "reallocated groups / step", "% steps judgment passed"]  # fmt: skip
     return markdown_table(header, rows)
@@ -406,9 +402,11 @@ def write_report(results: dict[str, Any], out: Path | str, plot_prefix: str = "p
             "",
         ]
     lines += [
-        "## BRR activity (all steps and seeds)",
+        "## BRR activity (all seeds; whole run, then early and late steps)",
         "",
         brr_activity_table(results),
+        "",
+        brr_activity_table(results, windows=((1, 20), (21, math.inf))),
         "",
     ]
     ent = entropy_table(results)
