@@ -44,13 +44,16 @@ class RLTaskArguments:
 
 def heldout_accuracy(model: Any, tokenizer: Any, rows: list[Any], reward: Any, args: Any, task: RLTaskArguments):
     """mean@k (percent) and pass@k on ``rows``, sampled like training (temperature, top-p, max completion length)."""
+    import torch
+
     from dipo.evaluation import SamplingConfig, aggregate, generate
 
     was_training = model.training
     model.eval()
     padding_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
-    try:
+    # fork_rng: the evaluation's own seeding must not change the random stream of the training that follows
+    with torch.random.fork_rng(devices=[]):
         sampling = SamplingConfig(
             k=task.eval_k,
             max_new_tokens=args.max_completion_length,
@@ -60,9 +63,8 @@ def heldout_accuracy(model: Any, tokenizer: Any, rows: list[Any], reward: Any, a
             seed=12345,
         )
         gens = generate(model, tokenizer, [r.prompt for r in rows], sampling)
-    finally:
-        tokenizer.padding_side = padding_side
-        model.train(was_training)
+    tokenizer.padding_side = padding_side
+    model.train(was_training)
     correct = []
     for row, texts in zip(rows, gens.texts, strict=True):
         columns = {key: [value] * len(texts) for key, value in row.to_dict().items() if key != "prompt"}
