@@ -122,8 +122,8 @@ def mixed_task(tiny_model_dir):
 
 
 def _probe(model_dir, out, *extra):
-    argv = ["probe", "--model", str(model_dir), "--task", TASK, "--limit", "12", "--batch-size", "3",
-            "--threads", "1", "--no-progress", "--batch-prompts", "2", "--output-dir", str(out), *extra]  # fmt: skip
+    argv = ["probe", "--model", str(model_dir), "--task", TASK, "--limit", "12", "--batch_size", "3",
+            "--threads", "1", "--no_progress", "--batch_prompts", "2", "--output_dir", str(out), *extra]  # fmt: skip
     return main(argv)
 
 
@@ -241,32 +241,32 @@ def test_resume_reproduces_an_uninterrupted_run(tiny_model_dir, tmp_path, capsys
     assert _probe(tiny_model_dir, cut, "--resume") == 0
     key = lambda r: (r["id"], r["sample"])  # noqa: E731
     assert sorted(_records(cut), key=key) == sorted(_records(full), key=key)
-    assert _probe(tiny_model_dir, cut, "--resume", "--max-new-tokens", "3") == 2
+    assert _probe(tiny_model_dir, cut, "--resume", "--max_new_tokens", "3") == 2
     assert "other settings" in capsys.readouterr().err
 
 
 def test_shards_merge_into_the_full_probe(tiny_model_dir, tmp_path):
     a, b, merged, full = (tmp_path / n for n in ("a", "b", "merged", "full"))
     assert _probe(tiny_model_dir, full) == 0
-    assert main(["probe", "--model", str(tiny_model_dir), "--task", TASK, "--limit", "6", "--no-progress",
-                 "--batch-size", "3", "--output-dir", str(a)]) == 0  # fmt: skip
+    assert main(["probe", "--model", str(tiny_model_dir), "--task", TASK, "--limit", "6", "--no_progress",
+                 "--batch_size", "3", "--output_dir", str(a)]) == 0  # fmt: skip
     assert main(["probe", "--model", str(tiny_model_dir), "--task", TASK, "--limit", "6", "--offset", "6",
-                 "--no-progress", "--batch-size", "3", "--output-dir", str(b)]) == 0  # fmt: skip
-    assert main(["probe", "--merge", str(a), str(b), "--output-dir", str(merged)]) == 0
+                 "--no_progress", "--batch_size", "3", "--output_dir", str(b)]) == 0  # fmt: skip
+    assert main(["probe", "--merge", str(a), str(b), "--output_dir", str(merged)]) == 0
     result = json.loads((merged / "probe.json").read_text())["result"]
     assert result["num_prompts"] == 12
-    assert main(["probe", "--merge", str(a), str(a), "--output-dir", str(tmp_path / "bad")]) == 2
+    assert main(["probe", "--merge", str(a), str(a), "--output_dir", str(tmp_path / "bad")]) == 2
 
 
 def test_unknown_task_is_a_clear_error(tiny_model_dir, tmp_path, capsys):
-    assert main(["probe", "--model", str(tiny_model_dir), "--task", "nope", "--output-dir", str(tmp_path)]) == 2
+    assert main(["probe", "--model", str(tiny_model_dir), "--task", "nope", "--output_dir", str(tmp_path)]) == 2
     assert "unknown task 'nope'" in capsys.readouterr().err
 
 
 def test_builtin_arithmetic_task_runs_on_the_demo_model(tiny_model_dir, tmp_path):
     out = tmp_path / "arith"
     assert main(["probe", "--model", str(tiny_model_dir), "--task", "arithmetic", "--limit", "4", "-k", "2",
-                 "--no-progress", "--output-dir", str(out)]) == 0  # fmt: skip
+                 "--no_progress", "--output_dir", str(out)]) == 0  # fmt: skip
     meta = json.loads((out / "meta.json").read_text())
     assert meta["task"] == "arithmetic" and meta["chat_template_used"] is False
 
