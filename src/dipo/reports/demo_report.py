@@ -147,6 +147,10 @@ def comparison_text(results: dict[str, Any], a: str = "dipo", b: str = "dapo") -
 def _final_metric(run: dict[str, Any], key: str) -> float:
     """A scalar of a run's final evaluation: ``mean_at_k``, ``pass_at_k``, ``trap_mean_at_k``, ``L3`` (mean@k of a
     level), or ``solved_share`` / ``first_solve_step`` (items unsolved at step 0, see :func:`first_solves`)."""
+    if key.startswith(("mean:", "last:")):  # a per-step metric: mean over all steps, or over the last 10
+        vals = [r[key[5:]] for r in run["history"] if math.isfinite(r.get(key[5:], math.nan))]
+        vals = vals[-10:] if key.startswith("last:") else vals
+        return sum(vals) / len(vals) if vals else math.nan
     final = run["final"]
     if key.startswith("L"):
         return float(final["mean_at_k_by_level"].get(key[1:], math.nan))
@@ -184,6 +188,9 @@ PAIRED_METRICS = [
     ("solved_share", "hard items solved", 100.0),
     ("first_solve_step", "first-solve step", 1.0),
     ("filler_rate", "leading-space rate", 100.0),
+    ("last:demo/surface_entropy", "surface entropy, last 10 steps (×10⁻³)", 1000.0),
+    ("mean:demo/dH_realloc_hard", "ΔH rewarded hard groups (×10⁻³)", 1000.0),
+    ("mean:demo/dH_realloc_easy", "ΔH penalised easy groups (×10⁻³)", 1000.0),
 ]
 
 
@@ -396,6 +403,8 @@ def write_report(results: dict[str, Any], out: Path | str, plot_prefix: str = "p
             paired,
             "",
             "The DAPO row gives its own values (mean ± std over seeds); the others the paired difference from DAPO. "
+            "ΔH: entropy shift of one update on the groups BRR reallocated (DAPO: the groups it would have "
+            "reallocated), mean over steps. "
             "Points (first-solve step: steps); **bold**: the 95 % CI excludes 0. Hard items: held-out items with no "
             "correct sample of k at step 0 (training-time evaluation set); unsolved ones count as solved one "
             "interval after the last evaluation. Trap items: the regime's confident-error items (explore regime).",
