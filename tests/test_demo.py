@@ -134,11 +134,11 @@ def test_quick_demo_end_to_end(tmp_path, monkeypatch):
     print(f"quick demo: {seconds:.1f} s")
 
     # The warm start of the quick demo is mixed: easy levels are answered better than hard ones.
-    held = results["warmstart"]["heldout"]["greedy_by_level"]
+    held = results["warmstart"]["heldout"]["mean_at_k_by_level"]
     top = max(held, key=int)
-    assert held["1"] > held[top]
+    assert held["1"] > held[top] + 0.1
     assert held["1"] >= 0.3
-    assert held[top] <= 0.2
+    assert held[top] <= 0.5
     # The regime instruments ran: entropy split and shifts per step, pass@k and per-item hits per evaluation.
     assert any("demo/surface_entropy" in row for row in dipo_run["history"])
     assert "item_hits" in dipo_run["evals"][0] and "pass_at_k" in dipo_run["final"]

@@ -110,7 +110,7 @@ def print_summary(results: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from dipo.reports.demo_report import activity_text, comparison_text, gains_text, summary_rows
+    from dipo.reports.demo_report import activity_text, comparison_text, gains_text, mechanism_text, summary_rows
 
     before = results["warmstart"]["heldout"]
     k = before["k"]
@@ -133,9 +133,9 @@ def print_summary(results: dict) -> None:
     if comp:
         console.print(comp)
     console.print(gains_text(results))
-    activity = activity_text(results)
-    if activity:
-        console.print(activity)
+    for text in (activity_text(results), mechanism_text(results)):
+        if text:
+            console.print(text)
     console.print(f"wall time {results['wall_seconds']:.0f} s")
 
 

@@ -144,6 +144,29 @@ def comparison_text(results: dict[str, Any], a: str = "dipo", b: str = "dapo") -
     return text
 
 
+def mechanism_text(results: dict[str, Any], a: str = "dipo", b: str = "dapo") -> str | None:
+    """In words: what ``a`` changed against ``b`` (paired by seed) where BRR acts — the leading-space rate and the
+    surface entropy at the end (the maximum-PPL penalty's target) and the trap items (the maximum-PPL reward's)."""
+    runs = _by_method(results)
+    if a not in runs or b not in runs:
+        return None
+    parts = []
+    for key, name, scale, unit in [
+        ("filler_rate", "leading-space rate", 100.0, "points"),
+        ("last:demo/surface_entropy", "surface entropy over the last 10 steps", 1000.0, "×10⁻³ nats"),
+        ("trap_mean_at_k", "trap-item mean@k", 100.0, "points"),
+    ]:
+        diff = paired_difference(
+            {r["seed"]: _final_metric(r, key) for r in runs[a]}, {r["seed"]: _final_metric(r, key) for r in runs[b]}
+        )
+        if diff.n < 2 or not math.isfinite(diff.ci95):
+            continue
+        lo, hi = (diff.mean - diff.ci95) * scale, (diff.mean + diff.ci95) * scale
+        verdict = "beyond the seed noise" if lo > 0 or hi < 0 else "within the seed noise"
+        parts.append(f"{name} {diff.mean * scale:+.2f} {unit} (95 % CI [{lo:+.2f}, {hi:+.2f}], {verdict})")
+    return f"What {a} changed vs {b} (paired by seed): " + "; ".join(parts) + "." if parts else None
+
+
 def _final_metric(run: dict[str, Any], key: str) -> float:
     """A scalar of a run's final evaluation: ``mean_at_k``, ``pass_at_k``, ``trap_mean_at_k``, ``L3`` (mean@k of a
     level), or ``solved_share`` / ``first_solve_step`` (items unsolved at step 0, see :func:`first_solves`)."""
@@ -392,9 +415,9 @@ def write_report(results: dict[str, Any], out: Path | str, plot_prefix: str = "p
     if comp:
         lines += [comp, ""]
     lines += [gains_text(results), ""]
-    activity = activity_text(results)
-    if activity:
-        lines += [activity, ""]
+    for text in (activity_text(results), mechanism_text(results)):
+        if text:
+            lines += [text, ""]
     paired = paired_table(results)
     if paired:
         lines += [
