@@ -10,8 +10,8 @@ Before and after training it measures held-out accuracy (mean@k over distinct he
 settings as training) and writes ``<output_dir>/real_rl.json`` with both, the wall times and the per-step ``dipo/*``
 diagnostics and rewards from ``trainer_state.json``::
 
-    OMP_NUM_THREADS=1 python scripts/real_rl_arith.py --config recipes/scripts/real_rl_smollm2_nl_arith.yaml --preset dapo \\
-        --output_dir runs/real_rl_dapo
+    OMP_NUM_THREADS=1 python scripts/real_rl_arith.py --config recipes/scripts/real_rl_smollm2_nl_arith.yaml \\
+        --preset dapo --output_dir runs/real_rl_dapo
     python scripts/real_rl_arith.py --summarize runs/real_rl_dapo runs/real_rl_dipo    # markdown tables of the runs
 """
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,7 @@ def test_script_recipes_parse(recipe: str, tmp_path, monkeypatch) -> None:
     assert "IS run here" in path.read_text() or "NOT RUN HERE" in path.read_text()
     spec = importlib.util.spec_from_file_location("real_rl_arith", RECIPES.parent / "scripts" / "real_rl_arith.py")
     module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "real_rl_arith", module)  # dataclasses look their module up there
     spec.loader.exec_module(module)
     parser = TrlParser((module.RLTaskArguments, DiPOConfig, ModelConfig), prog="real_rl_arith.py")
     task, training, model = parser.parse_args_and_config(args=["--config", str(path), "--bf16", "false"])
