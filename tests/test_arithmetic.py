@@ -119,3 +119,9 @@ def test_bad_configuration_is_rejected(kwargs, match):
 def test_bad_split_name_is_rejected():
     with pytest.raises(ValueError, match="split"):
         ArithmeticTask().sample(1, seed=0, split="test")
+
+
+def test_reward_scores_non_text_output_zero_instead_of_raising():
+    from dipo.tasks.arithmetic import arithmetic_reward
+
+    assert arithmetic_reward(["1+2="] * 3, [None, 3, [{"content": "3"}]], answer=["3", "3", "3"]) == [0.0, 0.0, 1.0]

@@ -99,3 +99,11 @@ def test_reward_errors_name_the_problem():
         reward(None, ["1"], None, answer=["x"])
     with pytest.raises(ValueError, match="2 completions but 1 answers"):
         reward(None, ["1", "2"], None, answer=["1"])
+
+
+def test_reward_never_raises_on_hostile_model_output():
+    from dipo.tasks.nl_arithmetic import NLArithmeticReward
+
+    reward = NLArithmeticReward()
+    completions = ["9" * 5000, "1," * 200_000, None, 12, [{"role": "assistant", "content": "so 4 + 8 = 12"}]]
+    assert reward(["p"] * 5, completions, answer=["3", "3", "3", "12", "12"]) == [0.0, 0.0, 0.0, 0.0, 1.0]

@@ -169,12 +169,13 @@ def verify(completion: str, answer: str, eos: str | None = None) -> bool:
 
 
 def _as_text(completion: Any) -> str:
-    # TRL passes plain strings for standard prompts and [{"role", "content"}] lists for conversational ones.
+    """TRL passes plain strings for standard prompts and [{"role", "content"}] lists for conversational ones; any
+    other model output is no answer (it scores 0 and never stops a training step)."""
     if isinstance(completion, str):
         return completion
     if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
         return str(completion[-1].get("content", ""))
-    raise ValueError(f"completion of type {type(completion).__name__}: expected str or list of chat messages")
+    return ""
 
 
 def arithmetic_reward(prompts: list[Any], completions: list[Any], answer: list[str], **kwargs: Any) -> list[float]:

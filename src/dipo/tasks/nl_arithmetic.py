@@ -161,12 +161,18 @@ def to_task_rows(
     ]
 
 
+MAX_INT_DIGITS = 64
+"""Integers longer than this in a completion count as no answer (bounds the work on untrusted model output)."""
+
+
 def extract_last_integer(text: str) -> int | None:
     """The last integer in ``text`` (thousands separators allowed: ``1,234``), or ``None`` if there is none."""
     matches = _INT.findall(text)
     if not matches:
         return None
     token = matches[-1].rstrip(",").replace(",", "")
+    if len(token) > MAX_INT_DIGITS:  # model output: never convert an unbounded digit string
+        return None
     try:
         return int(token)
     except ValueError:
@@ -199,5 +205,9 @@ class NLArithmeticReward:
         for completion, answer in zip(completions, answers, strict=True):
             if answer is None or not str(answer).strip().lstrip("-").isdigit():
                 raise ValueError(f"NLArithmeticReward: gold answer {answer!r} is not an integer")
-            out.append(1.0 if is_correct(completion_text(completion), str(answer)) else 0.0)
+            try:
+                text = completion_text(completion)
+            except TypeError:  # model output that is not text scores 0, it never stops the step
+                text = ""
+            out.append(1.0 if is_correct(text, str(answer)) else 0.0)
         return out
