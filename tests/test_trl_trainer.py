@@ -14,7 +14,14 @@ from trl import GRPOConfig, GRPOTrainer
 
 from dipo.core import DiPO, group_advantages, perplexity_bonus
 from dipo.integrations.trl import DIPO_STATE_NAME, DiPOConfig, DiPOTrainer
-from trl_helpers import build_dataset, build_tiny_model_dir, kind_reward, load_tiny, tiny_grpo_kwargs
+from trl_helpers import (
+    build_dataset,
+    build_tiny_model_dir,
+    kind_reward,
+    load_tiny,
+    reference_log_ppl,
+    tiny_grpo_kwargs,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -49,14 +56,8 @@ class RecordingTrainer(DiPOTrainer):
         self.records, self.reference_log_ppl, self.logged_advantages, self.raw_rewards = [], [], [], []
 
     def _apply_dipo(self, output, rewards_per_func):
-        with torch.no_grad():  # reference: plain forward of the (unchanged) sampling policy, temperature 1
-            ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
-            mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
-            logits = self.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-            logps = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None])[..., 0]
-            c = output["completion_ids"].size(1)
-            logps, cmask = logps[:, -c:], output["completion_mask"].float()
-            self.reference_log_ppl.append(-(logps * cmask).sum(1) / cmask.sum(1))
+        # reference: plain forward of the (unchanged) sampling policy, temperature 1
+        self.reference_log_ppl.append(reference_log_ppl(self.model, output))
         super()._apply_dipo(output, rewards_per_func)
         self.records.append(self.last_dipo_batch)
         n = len(self.last_dipo_batch.rewards)
