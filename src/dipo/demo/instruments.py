@@ -1,7 +1,6 @@
 """Per-step instruments of the demo's RL runs: what the policy's entropy does where DiPO acts.
 
-* :func:`completion_logits` — one no-grad forward pass over ``prompt + completion_ids`` (shared with the CDE-style
-  bonus).
+* :func:`completion_logits` — one no-grad forward pass over ``prompt + completion_ids`` (the recorded batch).
 * :func:`entropy_split` — mean entropy of the *surface* decision (another leading space or start the answer: the
   binary entropy of P(space) before the first non-space token) and of the *answer* digits (entropy of the digit
   distribution, renormalised over digits, where a digit was emitted).
