@@ -39,7 +39,7 @@ def test_recipes_parse(recipe: str, tmp_path, monkeypatch) -> None:
     if "NOT RUN HERE" not in text and "IS run here" not in text:
         pytest.fail(f"{recipe} must say whether it was run here")
     task, training, model = parse(["--config", str(RECIPES / recipe), "--use_vllm", "false", "--bf16", "false"])
-    assert model.model_name_or_path and task.task in ("math", "toolcall")
+    assert model.model_name_or_path and task.task in ("math", "toolcall", "nl_arithmetic", "arithmetic")
     assert training.preset in ("grpo", "dapo", "dipo")
     build_rewards(task, training)  # the reward and DiPO's reward mode agree
 
@@ -109,3 +109,12 @@ def test_dipo_train_one_step_smollm2(tmp_path) -> None:
     logged = json.loads((out / "trainer_state.json").read_text())["log_history"][0]
     assert logged["rewards/math_accuracy/mean"] in (0.0, 0.5, 1.0)  # 2 completions scored by math-verify
     assert logged["dipo/frac_hard"] + logged["dipo/frac_easy"] + logged["dipo/frac_normal"] == pytest.approx(1.0)
+
+
+def test_train_loads_the_generated_tasks_through_the_registry(tmp_path) -> None:
+    """`dipo train --task nl_arithmetic|arithmetic` (data generated, no file options) loads its rows."""
+    for name, dataset in (("nl_arithmetic", "add1,mul1"), ("arithmetic", "1,2")):
+        task, _, _ = parse(["--model_name_or_path", "m", "--task", name, "--dataset", dataset,
+                            "--dataset_limit", "5", "--output_dir", str(tmp_path)])  # fmt: skip
+        rows = load_task_rows(task)
+        assert len(rows) == 5 and all(r.answer for r in rows)

@@ -346,6 +346,7 @@ def _load_builtins() -> None:
         offset: int = 0,
         seed: int = 0,
         ops: str = "+",
+        data: DataOptions | None = None,  # generated data: file/field options do not apply (ignored)
         **options: Any,
     ) -> list[TaskRow]:
         from dipo.tasks.arithmetic import ArithmeticTask
@@ -385,6 +386,7 @@ def _load_builtins() -> None:
         seed: int = 0,
         chat: bool = True,
         split_seed: int = 0,
+        data: DataOptions | None = None,  # generated data: file/field options do not apply (ignored)
         **options: Any,
     ) -> list[TaskRow]:
         from dipo.tasks.nl_arithmetic import generate_items, to_task_rows
