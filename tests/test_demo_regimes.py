@@ -118,6 +118,15 @@ def test_batch_recorder_passes_rewards_through_and_measures_no_shift_without_upd
     assert rec.entropy_shift(torch.tensor([True, True])) == pytest.approx(0.0, abs=1e-6)
     assert math.isnan(rec.entropy_shift(torch.tensor([False, False])))
     assert set(rec.split) == {"surface_entropy", "answer_entropy"}
+    # After an update, one forward over the union of subsets gives each subset's own shift.
+    with torch.no_grad():
+        for p in rec.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    first, second = torch.tensor([True, False]), torch.tensor([False, True])
+    both = rec.entropy_shifts({"a": first, "b": second, "none": torch.tensor([False, False])})
+    assert both["a"] == pytest.approx(rec.entropy_shift(first), abs=1e-5)
+    assert both["b"] == pytest.approx(rec.entropy_shift(second), abs=1e-5)
+    assert both["a"] != pytest.approx(0.0, abs=1e-6) and math.isnan(both["none"])
 
 
 def _run(seed: int, hits: list[list[int]], final: dict) -> dict:

@@ -118,13 +118,27 @@ class BatchRecorder:
 
     def entropy_shift(self, rows: Tensor) -> float:
         """Mean over ``rows`` (bool ``[N]``) of (entropy under the current policy − entropy at sampling time)."""
-        if self.model is None or self.entropy_before is None or not bool(rows.any()):
-            return math.nan
-        idx = rows.nonzero().flatten().tolist()
+        return self.entropy_shifts({"rows": rows})["rows"]
+
+    def entropy_shifts(self, subsets: dict[str, Tensor]) -> dict[str, float]:
+        """:meth:`entropy_shift` of several row subsets, from ONE forward pass over their union (NaN for an empty
+        subset)."""
+        out = {name: math.nan for name in subsets}
+        if self.model is None or self.entropy_before is None:
+            return out
+        union = torch.zeros_like(self.entropy_before, dtype=torch.bool)
+        for rows in subsets.values():
+            union |= rows
+        if not bool(union.any()):
+            return out
+        idx = union.nonzero().flatten().tolist()
         logits, _, mask = completion_logits(
             self.model, self.tokenizer, [self.prompts[i] for i in idx], [self.completion_ids[i] for i in idx]
         )
-        after = sequence_entropy(logits, mask)
-        delta = after - self.entropy_before[idx]
-        delta = delta[~torch.isnan(delta)]
-        return float(delta.mean()) if delta.numel() else math.nan
+        delta = torch.full_like(self.entropy_before, math.nan)
+        delta[idx] = sequence_entropy(logits, mask) - self.entropy_before[idx]
+        for name, rows in subsets.items():
+            chosen = delta[rows]
+            chosen = chosen[~torch.isnan(chosen)]
+            out[name] = float(chosen.mean()) if chosen.numel() else math.nan
+        return out

@@ -263,10 +263,16 @@ def _instrument_row(recorder: BatchRecorder, out: Any, group_size: int) -> dict[
 
     hard, easy = out.group_types == GroupType.HARD, out.group_types == GroupType.EASY
     row = {f"demo/{k}": v for k, v in recorder.split.items()}
-    row["demo/dH_realloc_hard"] = recorder.entropy_shift(rows(out.realloc_hard))
-    row["demo/dH_realloc_easy"] = recorder.entropy_shift(rows(out.realloc_easy))
-    row["demo/dH_other_hard"] = recorder.entropy_shift(rows(hard & ~out.realloc_hard))
-    row["demo/dH_other_easy"] = recorder.entropy_shift(rows(easy & ~out.realloc_easy))
+    row.update(
+        recorder.entropy_shifts(
+            {
+                "demo/dH_realloc_hard": rows(out.realloc_hard),
+                "demo/dH_realloc_easy": rows(out.realloc_easy),
+                "demo/dH_other_hard": rows(hard & ~out.realloc_hard),
+                "demo/dH_other_easy": rows(easy & ~out.realloc_easy),
+            }
+        )
+    )
     return row
 
 
