@@ -7,6 +7,7 @@ Spec sections refer to ``docs/algorithm.md`` (the project's DiPO spec):
 - §5 :func:`find_threshold`, :func:`judge`, :func:`quadrant_labels`
 - §6 :func:`reallocate` (returns a :class:`Reallocation`; ``reallocate_detailed`` is a deprecated alias)
 - §7 :func:`group_advantages`, :func:`fold_advantages`, :func:`realloc_scale`
+- §7 (DAPO's dynamic sampling, DiPO-aware) :func:`groups_to_keep`
 - the whole step: :class:`DiPO` with :class:`DiPOCoreConfig` (validates its inputs once, at entry)
 """
 
@@ -15,6 +16,7 @@ from dipo.core.baselines import perplexity_bonus
 from dipo.core.brr import Reallocation, in_space, reallocate, reallocate_detailed, select_max_ppl, select_random
 from dipo.core.config import DiPOCoreConfig
 from dipo.core.dipo import DiPO, DiPOStepOutput
+from dipo.core.dynamic_sampling import groups_to_keep
 from dipo.core.groups import GroupType, classify_groups, correctness, zero_variance_groups
 from dipo.core.judgment import Judgment, judge, wilson_interval
 from dipo.core.perplexity import sequence_log_ppl
@@ -36,6 +38,7 @@ __all__ = [
     "find_threshold",
     "fold_advantages",
     "group_advantages",
+    "groups_to_keep",
     "in_space",
     "judge",
     "perplexity_bonus",
