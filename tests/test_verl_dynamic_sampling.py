@@ -330,10 +330,9 @@ def test_missing_rollout_log_probs_is_a_clear_error(recipe_config, fake_tq):
         buffer._dapo_filtered_keys("train")
 
 
-def test_async_buffer_keeps_the_reallocated_group(recipe_config, fake_tq):
+def async_buffer(recipe_config, store: FakeTransferQueue, refills: list[int]):
     cfg = ds_config(recipe_config, trainer__v1__trainer_mode="dipo_colocate_async")
     seed_queue(cfg.algorithm)
-    refills: list[int] = []
     buffer = ReplayBufferAsync(
         trainer_mode="colocate_async",
         trainer_config={},
@@ -341,15 +340,37 @@ def test_async_buffer_keeps_the_reallocated_group(recipe_config, fake_tq):
         max_off_policy_strategy="drop",
         sampler_kwargs={},
         poll_interval=0.0,
-        refill_fn=fresh_mixed_refill(fake_tq, refills),
+        refill_fn=fresh_mixed_refill(store, refills),
         filter_groups_metric="reward",
     )
-    buffer = make_dipo_aware(buffer, cfg.algorithm)
+    return make_dipo_aware(buffer, cfg.algorithm)
+
+
+def test_async_buffer_keeps_the_reallocated_group(recipe_config, fake_tq):
+    refills: list[int] = []
+    buffer = async_buffer(recipe_config, fake_tq, refills)
     fill_step(fake_tq)
     batch, metrics = buffer.sample(global_steps=1, partition_id="train", batch_size=4)
     assert refills == [2]  # async: one fresh prompt per evicted group
     assert "b" in {key.split("_")[0] for key in batch.keys}
     assert metrics["dipo/ds_kept_reallocated"] == 1.0 and metrics["dipo/ds_rounds"] == 1.5
+    assert metrics["dipo/ds_dropped_groups"] == 2.0
+
+
+def test_metrics_count_evictions_made_outside_sample(recipe_config, fake_tq):
+    """``dipo_separate_async`` evicts and refills in ``prepare_step`` (``wait_for_sampleable``), before ``sample``:
+    the ds metrics of the next batch still count them, and the counters restart after each batch."""
+    refills: list[int] = []
+    buffer = async_buffer(recipe_config, fake_tq, refills)
+    fill_step(fake_tq)
+    buffer.wait_for_sampleable(global_steps=1, partition_id="train", target_count=4)
+    _, metrics = buffer.sample(global_steps=1, partition_id="train", batch_size=4)
+    assert "training/filter_groups/evicted_samples" not in metrics  # verl reported them from prepare_step
+    assert metrics["dipo/ds_dropped_groups"] == 2.0 and metrics["dipo/ds_rounds"] == 1.5
+    for i in range(4):
+        fake_tq.add_group(f"n{i}", *MIXED, step=2)
+    _, metrics = buffer.sample(global_steps=2, partition_id="train", batch_size=4)
+    assert (metrics["dipo/ds_dropped_groups"], metrics["dipo/ds_rounds"]) == (0.0, 1.0)
 
 
 def test_estimator_confirms_the_kept_reallocation(recipe_config, fake_tq):

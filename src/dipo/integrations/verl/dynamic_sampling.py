@@ -189,7 +189,9 @@ class DiPOReplayBufferMixin:
         self.dipo_algorithm_config = algorithm_config
         self.dipo_kept_reallocated: dict[str, set[str]] = defaultdict(set)  # finished groups kept by BRR
         self.dipo_last_kept_reallocated: set[str] = set()  # those of the last sampled training batch
-        self.dipo_refilled_prompts = 0
+        # Since the last sampled training batch (the async trainers also evict and refill outside ``sample``):
+        self.dipo_refilled_prompts = 0  # fresh prompts dispatched to replace evicted groups
+        self.dipo_dropped_groups = 0  # finished training groups the filter dropped
         refill = self.refill_fn
 
         def counting_refill(num_prompts: int) -> Any:
@@ -272,33 +274,31 @@ class DiPOReplayBufferMixin:
             keys = keys_by_uid[uid]
             keep, by_brr = group_is_kept(state, values, lambda k=keys: self._dipo_rollouts(partition_id, k), uid, tau)
             result[uid] = None if keep else float(values[0])
+            self.dipo_dropped_groups += int(not keep)
             if by_brr:
                 self.dipo_kept_reallocated[partition_id].add(uid)
         return result
 
     def sample(self, global_steps: int, partition_id: str, batch_size: int) -> tuple[Any, dict]:
-        refilled_before = self.dipo_refilled_prompts
         batch, metrics = super().sample(global_steps, partition_id, batch_size)  # type: ignore[misc]
         if partition_id != "val" and self.filter_groups_metric is not None:
-            refilled = self.dipo_refilled_prompts - refilled_before
-            metrics.update(self._dipo_sample_metrics(batch.keys, partition_id, batch_size, metrics, refilled))
+            metrics.update(self._dipo_sample_metrics(batch.keys, partition_id, batch_size))
         return batch, metrics
 
-    def _dipo_sample_metrics(
-        self, keys: Iterable[str], partition_id: str, batch_size: int, metrics: dict, refilled: int
-    ) -> dict[str, float]:
-        """``dipo/ds_*`` of one sampled training batch (``docs/verl.md``: what each counts in verl)."""
+    def _dipo_sample_metrics(self, keys: Iterable[str], partition_id: str, batch_size: int) -> dict[str, float]:
+        """``dipo/ds_*`` of one sampled training batch, counted since the previous one (``docs/verl.md``)."""
         selected = {key.split("_")[0] for key in keys}
         kept_reallocated = selected & self.dipo_kept_reallocated[partition_id]
         self.dipo_kept_reallocated[partition_id] -= selected
         self.dipo_last_kept_reallocated = kept_reallocated
-        prefix = "training" if partition_id == "train" else "validation"
-        return {
-            "dipo/ds_rounds": 1.0 + refilled / max(batch_size, 1),
+        metrics = {
+            "dipo/ds_rounds": 1.0 + self.dipo_refilled_prompts / max(batch_size, 1),
             "dipo/ds_kept_groups": float(len(selected)),
-            "dipo/ds_dropped_groups": float(metrics.get(f"{prefix}/filter_groups/evicted_samples", 0)),
+            "dipo/ds_dropped_groups": float(self.dipo_dropped_groups),
             "dipo/ds_kept_reallocated": float(len(kept_reallocated)),
         }
+        self.dipo_refilled_prompts = self.dipo_dropped_groups = 0
+        return metrics
 
 
 class DiPOReplayBuffer(DiPOReplayBufferMixin, ReplayBuffer):
