@@ -426,3 +426,23 @@ def test_jagged_tensors_from_transfer_queue_are_read_per_row(recipe_config, fake
     fake_tq.kv_batch_get = jagged_get
     buffer._sync_metadata_from_transfer_queue()
     assert buffer._dapo_filtered_keys("train")[0] == {"c", "d"}
+
+
+@pytest.mark.parametrize(("verifier_key", "kept"), [("auto", True), ("score", False)])
+def test_filter_takes_the_overlong_penalty_out_like_the_estimator(recipe_config, fake_tq, verifier_key, kept):
+    """An all-wrong group (acc = 0 everywhere) whose two longest answers (5 and 6 tokens) carry the dapo overlong
+    penalty (max_resp_len 8, buffer 4: −0.25, −0.5). With ``verifier_key=auto`` R is −1 for all: a hard group, kept
+    for BRR; with ``score`` it is not extreme, so BRR leaves it alone and DAPO's filter (on ``acc``) drops it."""
+    cfg = ds_config(
+        recipe_config,
+        algorithm__filter_groups__metric="acc",
+        algorithm__dipo__verifier_key=verifier_key,
+        reward__reward_kwargs__max_resp_len=8,
+        reward__reward_kwargs__overlong_buffer_cfg__len=4,
+    )
+    seed_queue(cfg.algorithm)
+    buffer = make_dipo_aware(sync_buffer(ReplayBuffer, fresh_mixed_refill(fake_tq, []), "acc"), cfg.algorithm)
+    fake_tq.add_group("b", [-1.0, -1.0, -1.25, -1.5], HARD_LOW[1])
+    buffer._sync_metadata_from_transfer_queue()
+    assert buffer._dapo_filtered_keys("train")[0] == (set() if kept else {"b"})
+    assert buffer.dipo_kept_reallocated["train"] == ({"b"} if kept else set())
