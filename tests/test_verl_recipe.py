@@ -26,8 +26,8 @@ def compose(overrides: list[str]):
         return hydra.compose(config_name="dipo_trainer", overrides=overrides)
 
 
-def script_overrides() -> list[str]:
-    env = {**os.environ, "DRY_RUN": "1", "HOME": "/home/user"}
+def script_overrides(**extra_env: str) -> list[str]:
+    env = {**os.environ, "DRY_RUN": "1", "HOME": "/home/user", **extra_env}
     out = subprocess.run(
         ["bash", str(RECIPES / "run_dipo_qwen3_8b.sh")], env=env, capture_output=True, text=True, check=True
     )
@@ -69,7 +69,20 @@ def test_run_script_overrides_compose_and_validate():
     validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
 
 
-def test_hydra_cli_can_turn_the_filter_on_and_dipo_refuses():
+def test_run_script_with_dynamic_sampling_validates():
+    overrides = script_overrides(DYNAMIC_SAMPLING="true")
+    assert "algorithm.filter_groups.enable=true" in overrides and "algorithm.filter_groups.metric=acc" in overrides
+    cfg = compose(overrides)
+    check_dipo_trainer_config(cfg)
+    validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
+
+
+def test_hydra_cli_turns_dipo_aware_dynamic_sampling_on():
     cfg = compose(["actor_rollout_ref.rollout.name=vllm", "algorithm.filter_groups.enable=true"])
-    with pytest.raises(ValueError, match="filter_groups"):
+    check_dipo_trainer_config(cfg)  # dipo_sync + rollout log-probs + verl's default metric ("reward"): accepted
+    validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
+    cfg = compose(
+        ["actor_rollout_ref.rollout.name=vllm", "algorithm.filter_groups.enable=true", "trainer.v1.trainer_mode=sync"]
+    )
+    with pytest.raises(ValueError, match="filter_groups"):  # verl's own filter would drop reallocated groups
         check_dipo_trainer_config(cfg)

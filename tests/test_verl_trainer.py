@@ -109,7 +109,10 @@ def test_recipe_builds_a_sync_trainer(recipe_config):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ({"algorithm__filter_groups__enable": True}, "filter_groups.enable=True is incompatible"),
+        (
+            {"algorithm__filter_groups__enable": True, "actor_rollout_ref__rollout__calculate_log_probs": False},
+            "calculate_log_probs=True",
+        ),
         ({"algorithm__adv_estimator": "grpo"}, "set algorithm.adv_estimator=dipo"),
         ({"actor_rollout_ref__rollout__n": 1}, "rollout.n=1"),
         ({"algorithm__dipo__alhpa": 0.1}, "unknown DiPO option"),

@@ -24,6 +24,7 @@ TRAIN_FILE=${TRAIN_FILE:-$HOME/data/dapo-math-17k.parquet}
 TEST_FILE=${TEST_FILE:-$HOME/data/aime-2024.parquet}
 CKPTS_DIR=${CKPTS_DIR:-$HOME/ckpts/dipo/dipo-qwen3-8b}
 ALPHA=${ALPHA:-0.1}                          # DiPO alpha (paper's best)
+DYNAMIC_SAMPLING=${DYNAMIC_SAMPLING:-false}  # true: DAPO's dynamic sampling, DiPO-aware (keeps reallocated groups)
 
 MAX_PROMPT=2048
 MAX_RESPONSE=20480
@@ -67,7 +68,8 @@ REWARD=(
 )
 ALGORITHM=(
     algorithm.adv_estimator=dipo
-    algorithm.filter_groups.enable=false     # required: DAPO dynamic sampling would delete DiPO's groups
+    algorithm.filter_groups.enable=${DYNAMIC_SAMPLING}  # dipo_sync's filter keeps the groups BRR reallocates
+    algorithm.filter_groups.metric=acc      # DAPO's filter metric (math_dapo's correctness, no overlong penalty)
     algorithm.dipo.alpha=${ALPHA}
 )
 TRAINER=(

@@ -112,14 +112,57 @@ def verl_grpo_epsilon() -> float:
     return param.default
 
 
-def check_filter_groups_disabled(algorithm_config: Any) -> None:
-    """Spec §7: DAPO's dynamic sampling drops zero-variance groups — exactly the groups DiPO reallocates."""
+#: The plugin's v1 trainer modes (``trainer.py`` registers them); their replay buffer runs the DiPO-aware group filter.
+DIPO_TRAINER_MODES = ("dipo_sync", "dipo_colocate_async", "dipo_separate_async")
+
+
+def filter_groups_enabled(algorithm_config: Any) -> bool:
+    """Whether DAPO's dynamic sampling (``algorithm.filter_groups.enable``) is on."""
     filter_groups = config_get(algorithm_config, "filter_groups")
-    if filter_groups is not None and bool(config_get(filter_groups, "enable", False)):
+    return filter_groups is not None and bool(config_get(filter_groups, "enable", False))
+
+
+def check_filter_groups(algorithm_config: Any) -> None:
+    """Spec §7: dynamic sampling must never drop a group that BRR reallocated.
+
+    verl's own filter (the v1 ``ReplayBuffer``) drops every zero-variance group — exactly the groups DiPO reallocates
+    — so ``filter_groups.enable=True`` is accepted only where the DiPO-aware filter replaces it: verl's v1 trainer
+    (``trainer.use_v1=True``) in a ``dipo_*`` trainer mode with verl's built-in sampler (``dynamic_sampling.py``).
+    """
+    if not filter_groups_enabled(algorithm_config):
+        return
+    root = root_config(algorithm_config)
+    head = (
+        "algorithm.filter_groups.enable=True is incompatible with algorithm.adv_estimator=dipo unless the DiPO-aware "
+        "filter runs (it keeps the zero-variance groups BRR reallocates, which verl's own filter drops, spec §7)"
+    )
+    if root is None:
         raise ValueError(
-            "algorithm.filter_groups.enable=True is incompatible with algorithm.adv_estimator=dipo: DAPO's dynamic "
-            "sampling drops every zero-variance (all-correct / all-wrong) group before the advantage is computed, "
-            "and those are exactly the groups DiPO reallocates (spec §6-§7). Set algorithm.filter_groups.enable=False."
+            f"{head}, and this estimator cannot see the run's trainer config. Run verl's v1 trainer with "
+            "trainer.v1.trainer_mode=dipo_sync (or dipo_colocate_async / dipo_separate_async), or set "
+            "algorithm.filter_groups.enable=False."
+        )
+    trainer = config_get(root, "trainer")
+    v1 = config_get(trainer, "v1")
+    mode = config_get(v1, "trainer_mode")
+    legacy = not bool(config_get(trainer, "use_v1", True))
+    if legacy or mode not in DIPO_TRAINER_MODES:
+        where = (
+            "the legacy trainer (trainer.use_v1=False: verl 0.9.1's has no dynamic sampling, the DAPO trainer of "
+            "verl-recipe drops those groups)"
+            if legacy
+            else f"trainer.v1.trainer_mode={mode}, whose filter drops those groups"
+        )
+        raise ValueError(
+            f"{head}; this run uses {where}. Set trainer.use_v1=True and "
+            "trainer.v1.trainer_mode=dipo_sync (or dipo_colocate_async / dipo_separate_async), or "
+            "algorithm.filter_groups.enable=False."
+        )
+    custom = config_get(config_get(config_get(v1, "sampler"), "custom_sampler"), "path")
+    if custom:
+        raise ValueError(
+            f"{head}; trainer.v1.sampler.custom_sampler.path={custom!r} replaces verl's replay buffer, so the DiPO "
+            "filter cannot run. Drop the custom sampler or set algorithm.filter_groups.enable=False."
         )
 
 
@@ -243,10 +286,10 @@ def parse_dipo_options(algorithm_config: Any) -> DiPOVerlOptions:
     """Build :class:`DiPOVerlOptions` from verl's ``algorithm`` config (its ``dipo`` sub-config may be absent).
 
     Raises ``ValueError`` on unknown keys, on keys that verl's GRPO settings determine, on invalid values (via
-    :class:`DiPOCoreConfig`), if DAPO's group filter is on, and for ``realloc_normalizer="separate"`` without a known
-    (or with a normaliser-free) loss aggregation.
+    :class:`DiPOCoreConfig`), if DAPO's group filter is on without the DiPO-aware filter (:func:`check_filter_groups`),
+    and for ``realloc_normalizer="separate"`` without a known (or with a normaliser-free) loss aggregation.
     """
-    check_filter_groups_disabled(algorithm_config)
+    check_filter_groups(algorithm_config)
     raw = _plain(config_get(algorithm_config, "dipo"))
     if raw is None:
         raw = {}

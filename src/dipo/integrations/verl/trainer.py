@@ -3,10 +3,11 @@
 The ``dipo`` estimator works with any verl trainer; these subclasses add what an estimator cannot do
 (integration-notes §2.3, §2.9): log the spec §10 diagnostics of every step as ``dipo/...`` metrics, and save and
 restore the PPL queue (spec §4: it "must be saved with checkpoints and restored on resume") as ``dipo_state.pt`` in
-verl's ``global_step_<N>`` checkpoint folder. Select one with ``trainer.v1.trainer_mode=dipo_sync`` (or
-``dipo_colocate_async`` / ``dipo_separate_async``); it behaves exactly like verl's ``sync`` (resp. async) trainer
-otherwise. The legacy v0 ``RayPPOTrainer`` is not subclassed; :func:`save_dipo_state` / :func:`load_dipo_state` can be
-called from a custom one.
+verl's ``global_step_<N>`` checkpoint folder; with ``algorithm.filter_groups.enable=True`` their replay buffer runs the
+DiPO-aware group filter (``dynamic_sampling.py``: DAPO's dynamic sampling that keeps reallocated groups). Select one
+with ``trainer.v1.trainer_mode=dipo_sync`` (or ``dipo_colocate_async`` / ``dipo_separate_async``); it behaves exactly
+like verl's ``sync`` (resp. async) trainer otherwise. The legacy v0 ``RayPPOTrainer`` is not subclassed;
+:func:`save_dipo_state` / :func:`load_dipo_state` can be called from a custom one.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from dipo.integrations._state import (  # DIPO_STATE_NAME: the state file's name
     state_file_error,
     state_path,
 )
+from dipo.integrations.verl.dynamic_sampling import confirmed_reallocations, make_dipo_aware
 from dipo.integrations.verl.estimator import ESTIMATOR_NAME, EstimatorState, get_estimator_state
-from dipo.integrations.verl.options import config_get, parse_dipo_options
+from dipo.integrations.verl.options import config_get, filter_groups_enabled, parse_dipo_options
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +83,27 @@ def check_dipo_trainer_config(config: Any) -> None:
         raise ValueError(
             f"DiPO needs several responses per prompt (spec §2): actor_rollout_ref.rollout.n={n}, set it to >= 2."
         )
+    check_dynamic_sampling_config(config)
+
+
+def check_dynamic_sampling_config(config: Any) -> None:
+    """``algorithm.filter_groups.enable=True``: the DiPO-aware filter decides at group completion, before verl
+    computes ``old_log_probs``, so it needs the rollout log-probs (and verl's filter metric)."""
+    algorithm = config_get(config, "algorithm")
+    if not filter_groups_enabled(algorithm):
+        return
+    rollout = config_get(config_get(config, "actor_rollout_ref"), "rollout")
+    if not bool(config_get(rollout, "calculate_log_probs", False)):
+        raise ValueError(
+            "algorithm.filter_groups.enable=True with DiPO decides which zero-variance groups BRR reallocates when "
+            "each group finishes, before old_log_probs exist, from the sampler's log-probs: set "
+            "actor_rollout_ref.rollout.calculate_log_probs=True."
+        )
+    if not config_get(config_get(algorithm, "filter_groups"), "metric"):
+        raise ValueError(
+            "algorithm.filter_groups.metric must be set when group filtering is enabled (verl's filter metric, "
+            "e.g. reward or acc)."
+        )
 
 
 def checkpoint_folder(config: Any, global_steps: int) -> str:
@@ -129,10 +152,28 @@ class DiPOTrainerMixin:
         """The estimator's state for this run's ``algorithm`` config (shared with the ``dipo`` estimator)."""
         return get_estimator_state(self.config.algorithm)
 
+    def _build_replay_buffer(self) -> Any:
+        buffer = super()._build_replay_buffer()  # type: ignore[misc]
+        if filter_groups_enabled(self.config.algorithm):
+            buffer = make_dipo_aware(buffer, self.config.algorithm)
+        return buffer
+
     def _compute_advantage(self, batch: Any, metrics: dict) -> Any:
+        kept = getattr(getattr(self, "replay_buffer", None), "dipo_last_kept_reallocated", None)
+        row_keys = None if kept is None else list(batch.keys)  # verl's rows, in the order the estimator sees them
         batch = super()._compute_advantage(batch, metrics)
+        if row_keys is not None:
+            metrics.update(self._dynamic_sampling_metrics(row_keys))
         metrics.update(self.dipo_state.pop_metrics())
         return batch
+
+    def _dynamic_sampling_metrics(self, row_keys: list[str]) -> dict[str, float]:
+        """``dipo/ds_realloc_confirmed``: of the groups the filter kept because it predicted a reallocation, those
+        the estimator's step (whose τ* also counts the batch itself) reallocated."""
+        kept = self.replay_buffer.dipo_last_kept_reallocated
+        row_uids = [key.rsplit("_", 2)[0] for key in row_keys]
+        confirmed = confirmed_reallocations(self.dipo_state, row_uids, kept)
+        return {} if confirmed is None else {"dipo/ds_realloc_confirmed": float(confirmed)}
 
     def _save_checkpoint(self) -> None:
         # Written before verl's own save, which ends by marking the step as the latest resumable checkpoint.
