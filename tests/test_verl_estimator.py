@@ -324,3 +324,15 @@ def test_norm_adv_by_std_other_values_are_errors(value):
     with pytest.raises(ValueError, match=r"algorithm\.norm_adv_by_std_in_grpo must be true or false"):
         parse_dipo_options(cfg)
 
+
+def test_threshold_rule_option_reaches_the_core():
+    assert parse_dipo_options(algo_config({"threshold_rule": "balanced"})).core.threshold_rule == "balanced"
+    assert parse_dipo_options(algo_config()).core.threshold_rule == "error"
+    with pytest.raises(ValueError, match="threshold_rule"):
+        parse_dipo_options(algo_config({"threshold_rule": "auc"}))
+    batch = make_batch(seed=5)
+    adv, _ = run_estimator(batch, algo_config({"threshold_rule": "balanced"}))
+    state = get_estimator_state(algo_config({"threshold_rule": "balanced"}))
+    assert (
+        state.core.config.threshold_rule == "balanced" and state.steps == 1 and adv.shape == batch.response_mask.shape
+    )

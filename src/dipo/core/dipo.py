@@ -171,7 +171,7 @@ class DiPO:
 
         # §5 PSD: threshold and advantage judgment.
         if queue_s.numel() > 0:
-            tau = find_threshold(queue_s, queue_c)
+            tau = find_threshold(queue_s, queue_c, cfg.threshold_rule)
             tau_error = threshold_error(queue_s, queue_c, tau)
             judgment = judge(queue_s, queue_c, tau, cfg.judgment_confidence)
         else:
