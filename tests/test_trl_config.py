@@ -162,3 +162,10 @@ def test_trl_version_gate():
         warnings.simplefilter("always")
         check_trl_version("1.20.1")
     assert any("outside the tested range" in str(w.message) for w in caught)
+
+
+def test_threshold_rule_maps_to_the_core_and_is_validated(tmp_path):
+    assert make(tmp_path).dipo_core_config().threshold_rule == "error"
+    assert make(tmp_path, dipo_threshold_rule="balanced").dipo_core_config().threshold_rule == "balanced"
+    with pytest.raises(ValueError, match=r"DiPOConfig: unknown dipo_threshold_rule='auc'"):
+        make(tmp_path, dipo_threshold_rule="auc")

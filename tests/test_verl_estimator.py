@@ -277,3 +277,62 @@ def test_property_row_order_invariance_and_grpo_outside_realloc(num_groups, grou
     torch.testing.assert_close(adv[~realloc_rows], grpo[~realloc_rows])
     if alpha == 0.0:
         torch.testing.assert_close(adv, grpo)
+
+
+# ---------------------------------------------------------------- issue 16 item 7: shapes and strict switches
+def test_mismatched_row_counts_are_refused_with_both_shapes():
+    batch = make_batch(seed=2)
+    with pytest.raises(
+        ValueError, match=r"token_level_rewards has shape \(127, 12\) but response_mask has \(128, 12\)"
+    ):
+        compute_dipo_outcome_advantage(
+            token_level_rewards=batch.token_level_rewards[:-1],  # old code: IndexError
+            response_mask=batch.response_mask,
+            index=batch.uids,
+            config=algo_config(),
+            batch={"old_log_probs": batch.old_log_probs},
+        )
+
+
+def test_a_response_mask_longer_than_the_rewards_is_refused():
+    batch = make_batch(seed=2)
+    longer = torch.cat([batch.response_mask, torch.ones(batch.response_mask.shape[0], 3)], dim=1)
+    logps = torch.cat([batch.old_log_probs, -torch.ones(batch.response_mask.shape[0], 3)], dim=1)
+    with pytest.raises(
+        ValueError, match=r"token_level_rewards has shape \(128, 12\) but response_mask has \(128, 15\)"
+    ):
+        compute_dipo_outcome_advantage(  # old code: advantages [128, 15], wider than the rewards
+            token_level_rewards=batch.token_level_rewards,
+            response_mask=longer,
+            index=batch.uids,
+            config=algo_config(),
+            batch={"old_log_probs": logps},
+        )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("false", "none"), ("FALSE", "none"), ("True", "group"), (False, "none")]
+)
+def test_norm_adv_by_std_strings_are_parsed_strictly(value, expected):
+    cfg = omegaconf.OmegaConf.create({"adv_estimator": "dipo", "norm_adv_by_std_in_grpo": value})
+    assert parse_dipo_options(cfg).core.scale_rewards == expected  # old code: bool("false") is True -> "group"
+
+
+@pytest.mark.parametrize("value", ["no", "0", 1, None, "yes"])
+def test_norm_adv_by_std_other_values_are_errors(value):
+    cfg = omegaconf.OmegaConf.create({"adv_estimator": "dipo", "norm_adv_by_std_in_grpo": value})
+    with pytest.raises(ValueError, match=r"algorithm\.norm_adv_by_std_in_grpo must be true or false"):
+        parse_dipo_options(cfg)
+
+
+def test_threshold_rule_option_reaches_the_core():
+    assert parse_dipo_options(algo_config({"threshold_rule": "balanced"})).core.threshold_rule == "balanced"
+    assert parse_dipo_options(algo_config()).core.threshold_rule == "error"
+    with pytest.raises(ValueError, match="threshold_rule"):
+        parse_dipo_options(algo_config({"threshold_rule": "auc"}))
+    batch = make_batch(seed=5)
+    adv, _ = run_estimator(batch, algo_config({"threshold_rule": "balanced"}))
+    state = get_estimator_state(algo_config({"threshold_rule": "balanced"}))
+    assert (
+        state.core.config.threshold_rule == "balanced" and state.steps == 1 and adv.shape == batch.response_mask.shape
+    )

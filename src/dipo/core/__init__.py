@@ -22,9 +22,10 @@ from dipo.core.judgment import Judgment, judge, wilson_interval
 from dipo.core.perplexity import sequence_log_ppl
 from dipo.core.quadrants import Quadrant, quadrant_labels
 from dipo.core.queue import PPLQueue
-from dipo.core.threshold import find_threshold, threshold_error
+from dipo.core.threshold import THRESHOLD_RULES, find_threshold, threshold_error
 
 __all__ = [
+    "THRESHOLD_RULES",
     "DiPO",
     "DiPOCoreConfig",
     "DiPOStepOutput",

@@ -46,7 +46,9 @@ def valid_mask(num_rows: int, valid: Tensor | None, device: torch.device) -> Ten
         raise ValueError(f"valid has {valid.numel()} entries but there are {num_rows} responses.")
     if valid.dtype != torch.bool:
         raise ValueError(f"valid must be a bool tensor, got dtype {valid.dtype}; use valid.bool().")
-    return valid.to(device)
+    if valid.device != device:
+        raise ValueError(f"valid is on {valid.device} but the rewards are on {device}; move valid with .to(device).")
+    return valid
 
 
 def check_finite_rewards(rewards: Tensor, valid: Tensor) -> None:
@@ -82,16 +84,52 @@ def check_log_ppl(log_ppl: Tensor) -> None:
 
 
 def float_rewards(rewards: Tensor, name: str = "rewards") -> Tensor:
-    """Rewards as a floating-point tensor: bool and integer rewards (0/1 verifiers) are converted to the default float
-    dtype; floating tensors are returned unchanged; anything else (complex) raises a ValueError naming the dtype."""
-    if torch.is_floating_point(rewards):
-        return rewards
+    """Rewards as a float64 tensor, whatever their dtype (float16/bfloat16/float32/float64, integer or bool): every
+    reward and advantage computation of the core runs in float64, so float16 rewards 0/300 or float32 rewards near
+    1e20 do not overflow in the group std, and float64 rewards beyond float32's range stay exact. Results go back to
+    :func:`output_dtype` (:func:`cast_result`). Complex rewards raise a ValueError naming the dtype."""
     if rewards.is_complex():
         raise ValueError(
             f"{name} must be a real tensor (float, int or bool; one verifier reward per response), got dtype "
             f"{rewards.dtype}; pass real rewards, e.g. {name}.real.float()."
         )
-    return rewards.to(torch.get_default_dtype())
+    return rewards.to(torch.float64)
+
+
+def output_dtype(rewards: Tensor) -> torch.dtype:
+    """The dtype the core returns reward-derived tensors in: the rewards' own floating dtype, else (int, bool) the
+    default float dtype. Frameworks add the result to advantages of that dtype."""
+    return rewards.dtype if torch.is_floating_point(rewards) else torch.get_default_dtype()
+
+
+def cast_result(x: Tensor, dtype: torch.dtype, name: str) -> Tensor:
+    """A float64 result cast to ``dtype``; a ValueError if a finite value does not fit (e.g. float16 rewards near
+    65504 with ``scale_rewards="none"``) instead of a silent infinity."""
+    out = x.to(dtype)
+    if bool((torch.isinf(out) & torch.isfinite(x)).any()):
+        raise ValueError(
+            f"{name} computed in float64 exceed the range of the rewards' dtype {dtype} (largest value "
+            f"{float(x.abs().max()):.6g}); pass the rewards as float32 or float64."
+        )
+    return out
+
+
+def threshold_as(threshold: float, dtype: torch.dtype) -> float:
+    """``threshold`` rounded to the rewards' own floating dtype, so that the float64 comparison ``r >= threshold``
+    decides as it would in that dtype: a float32 reward 0.7 stays >= a correct_threshold of 0.7 (in float64 the float32
+    0.7 is 0.69999998…). Integer and bool rewards compare against the exact threshold."""
+    if not dtype.is_floating_point:
+        return float(threshold)
+    return float(torch.tensor(float(threshold), dtype=torch.float64).to(dtype))
+
+
+def check_same_device(**tensors: Tensor | None) -> None:
+    """Every given tensor on one device; else a ValueError naming each tensor's device (``None`` entries skipped)."""
+    given = {name: t for name, t in tensors.items() if isinstance(t, Tensor)}
+    devices = {t.device for t in given.values()}
+    if len(devices) > 1:
+        where = ", ".join(f"{name} on {t.device}" for name, t in given.items())
+        raise ValueError(f"inputs are on different devices ({where}); move them to one device, e.g. with .to(device).")
 
 
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:

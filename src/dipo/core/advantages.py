@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dipo.core._checks import check_choice, float_rewards
+from dipo.core._checks import cast_result, check_choice, check_same_device, float_rewards, output_dtype
 
 SCALE_REWARDS = ("group", "batch", "none")
 STD_KINDS = ("unbiased", "population")
@@ -18,6 +18,12 @@ def _masked_std(centered: Tensor, valid: Tensor, dim: int | None, std: str) -> T
     sq = (centered * centered).sum() if dim is None else (centered * centered).sum(dim)
     var = sq / (n - ddof).clamp(min=1)
     return torch.where(n > ddof, var.sqrt(), torch.zeros_like(var))
+
+
+def _power_of_two_above(x: Tensor) -> Tensor:
+    """The power of two ``2^e`` with ``x < 2^e <= 2x`` (1 for x = 0), as a 0-d tensor of ``x``'s dtype."""
+    _, exponent = torch.frexp(x)
+    return torch.ldexp(torch.ones_like(x), exponent)
 
 
 def group_advantages(
@@ -33,28 +39,34 @@ def group_advantages(
     ``scale_rewards``: "group" (std of the group), "batch" (std of the whole batch, mean still per group) or "none"
     (no division), as TRL's ``scale_rewards``; ``std``: "unbiased" (TRL, verl) or "population". Invalid rows are
     excluded from means and stds and get advantage 0. With the unbiased std and eps=0, a G=8 group with one reward 1
-    and seven 0 gives +2.47 / −0.35.
+    and seven 0 gives +2.47 / −0.35. Computed in float64 whatever the rewards' dtype (float16 rewards 0/300 would
+    overflow the group's sum of squares in float16) and returned in the rewards' floating dtype (int and bool rewards:
+    the default dtype); a value that does not fit that dtype raises a ValueError.
     """
     check_choice("scale_rewards", scale_rewards, SCALE_REWARDS)
     check_choice("std", std, STD_KINDS)
+    check_same_device(rewards=rewards, valid=valid)
+    dtype = output_dtype(rewards)
     rewards = float_rewards(rewards)
     if valid is None:
         valid = torch.ones_like(rewards, dtype=torch.bool)
-    r = torch.where(valid, rewards, torch.zeros_like(rewards)).view(-1, group_size)
-    v = valid.view(-1, group_size)
+    flat_r = torch.where(valid, rewards, torch.zeros_like(rewards))
+    # Work on r / 2^e with 2^e >= max |r| (exact: a power of two), so that no sum of squares overflows float64 even for
+    # rewards near 1e300; (r − mean) / (std + eps) = (r' − mean') / (std' + eps / 2^e), bit for bit.
+    scale = _power_of_two_above(flat_r.abs().max()) if flat_r.numel() else torch.ones((), dtype=flat_r.dtype)
+    flat_r = flat_r / scale
+    r, v = flat_r.view(-1, group_size), valid.view(-1, group_size)
     n = v.sum(1, keepdim=True)
     mean = r.sum(1, keepdim=True) / n.clamp(min=1)
     centered = (r - mean) * v
     if scale_rewards == "none":
-        adv = centered
+        adv = centered * scale
     elif scale_rewards == "group":
-        adv = centered / (_masked_std(centered, v, 1, std).unsqueeze(1) + eps)
+        adv = centered / (_masked_std(centered, v, 1, std).unsqueeze(1) + eps / scale)
     else:
-        flat_v = valid
-        flat_r = torch.where(flat_v, rewards, torch.zeros_like(rewards))
-        batch_centered = (flat_r - flat_r.sum() / flat_v.sum().clamp(min=1)) * flat_v
-        adv = centered / (_masked_std(batch_centered, flat_v, None, std) + eps)
-    return torch.where(v, adv, torch.zeros_like(adv)).view(-1)
+        batch_centered = (flat_r - flat_r.sum() / valid.sum().clamp(min=1)) * valid
+        adv = centered / (_masked_std(batch_centered, valid, None, std) + eps / scale)
+    return cast_result(torch.where(v, adv, torch.zeros_like(adv)).view(-1), dtype, "advantages")
 
 
 def realloc_scale(

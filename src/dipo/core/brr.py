@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
@@ -11,14 +12,18 @@ import torch
 from torch import Tensor
 
 from dipo.core._checks import (
+    cast_result,
     check_1d,
     check_binary_rewards,
     check_choice,
     check_finite_rewards,
     check_group_size,
     check_log_ppl,
+    check_same_device,
     check_same_shape,
     float_rewards,
+    output_dtype,
+    threshold_as,
     valid_mask,
 )
 from dipo.core.groups import GroupType, classify_groups
@@ -143,7 +148,8 @@ def reallocate(
         generator: CPU generator of the ``selection="random"`` draws.
 
     Returns:
-        :class:`Reallocation` (``.rewards`` R_r and ``.mask`` the rows of reallocated groups, among others).
+        :class:`Reallocation` (``.rewards`` R_r and ``.mask`` the rows of reallocated groups, among others); R_r is
+        computed in float64 and returned in the rewards' floating dtype (int / bool: the default dtype).
     """
     check_1d("rewards", rewards)
     check_1d("log_ppl", log_ppl)
@@ -152,13 +158,16 @@ def reallocate(
     check_choice("membership", membership, MEMBERSHIPS)
     check_choice("reward_mode", reward_mode, REWARD_MODES)
     check_choice("selection", selection, SELECTIONS)
+    check_same_device(rewards=rewards, log_ppl=log_ppl, valid=valid)
     check_log_ppl(log_ppl)
+    correct_threshold = threshold_as(correct_threshold, rewards.dtype)
+    dtype = output_dtype(rewards)
     rewards = float_rewards(rewards)
     valid = valid_mask(rewards.numel(), valid, rewards.device)
     check_finite_rewards(rewards, valid)
     if reward_mode == "binary":
         check_binary_rewards(rewards, valid)
-    return _reallocate_unchecked(
+    result = _reallocate_unchecked(
         rewards,
         log_ppl,
         group_size,
@@ -174,6 +183,7 @@ def reallocate(
         selection=selection,
         generator=generator,
     )
+    return dataclasses.replace(result, rewards=cast_result(result.rewards, dtype, "reallocated rewards"))
 
 
 def _reallocate_unchecked(
@@ -212,7 +222,8 @@ def _reallocate_unchecked(
     r = torch.where(valid, rewards, torch.zeros_like(rewards)).view(-1, group_size).clone()
     rows = torch.arange(r.shape[0], device=r.device)
     col = selected.clamp(min=0)
-    shift = torch.where(hard, delta, torch.where(easy, -delta, 0.0)).to(r.dtype)
+    step = torch.tensor(delta, dtype=r.dtype, device=r.device)  # a Python float would become float32 and overflow
+    shift = torch.where(hard, step, torch.where(easy, -step, torch.zeros_like(step)))
     r[rows, col] = r[rows, col] + shift
     realloc_rewards = torch.where(valid, r.view(-1), rewards)
     mask = (hard | easy).repeat_interleave(group_size)

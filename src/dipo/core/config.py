@@ -10,6 +10,7 @@ from typing import Any
 from dipo.core._checks import check_choice
 from dipo.core.advantages import REALLOC_NORMALIZERS, SCALE_REWARDS, STD_KINDS
 from dipo.core.brr import MEMBERSHIPS, REWARD_MODES, SELECTIONS
+from dipo.core.threshold import THRESHOLD_RULES
 
 
 @dataclass
@@ -19,6 +20,8 @@ class DiPOCoreConfig:
     Attributes:
         alpha: weight α of the reallocated-reward objective (spec §7; paper's best 0.1). 0 gives the base method.
         queue_batches: number of most recent batches in the PPL queue (spec §4 [choice], 2).
+        threshold_rule: how τ* is chosen: "error" (default, the paper, spec §5: minimise the plain error) or
+            "balanced" (NOT the paper's rule: minimise ½·(FN/P + FP/N), the mean of the two per-class error rates).
         judgment: apply the advantage judgment (spec §5); False reallocates whenever a threshold exists (ablation).
         judgment_confidence: confidence of the Wilson intervals of the judgment (spec §5 [choice], 0.95);
             None uses the point estimates (Δ_EiS > 0 and Δ_ErS > 0).
@@ -40,6 +43,7 @@ class DiPOCoreConfig:
 
     alpha: float = 0.1
     queue_batches: int = 2
+    threshold_rule: str = "error"
     judgment: bool = True
     judgment_confidence: float | None = 0.95
     membership: str = "selected"
@@ -72,6 +76,7 @@ class DiPOCoreConfig:
             raise ValueError(
                 f"judgment_confidence must lie in (0, 1) or be None (point estimates), got {self.judgment_confidence}."
             )
+        check_choice("threshold_rule", self.threshold_rule, THRESHOLD_RULES)
         check_choice("membership", self.membership, MEMBERSHIPS)
         check_choice("reward_mode", self.reward_mode, REWARD_MODES)
         check_choice("selection", self.selection, SELECTIONS)

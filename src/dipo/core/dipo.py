@@ -19,13 +19,17 @@ import torch
 from torch import Tensor
 
 from dipo.core._checks import (
+    cast_result,
     check_1d,
     check_binary_rewards,
     check_finite_rewards,
     check_group_size,
     check_log_ppl,
+    check_same_device,
     check_same_shape,
     float_rewards,
+    output_dtype,
+    threshold_as,
     valid_mask,
 )
 from dipo.core.advantages import fold_advantages, group_advantages, realloc_scale
@@ -125,20 +129,30 @@ class DiPO:
         """Run DiPO on one batch of ``N = B × G`` responses (groups are ``G`` contiguous rows).
 
         Args:
-            rewards: ``[N]`` verifier rewards R (binary 0/1 or graded, see the config); float, int or bool.
+            rewards: ``[N]`` verifier rewards R (binary 0/1 or graded, see the config); float, int or bool. Computed
+                in float64; ``advantages``, ``base_advantages``, ``advantage_delta`` and ``realloc_rewards`` come
+                back in the rewards' floating dtype (int / bool: the default dtype). ``correct_threshold`` is
+                compared as the rewards' own dtype would (a float32 reward 0.7 is correct at threshold 0.7).
             log_ppl: ``[N]`` per-response log-PPL from :func:`dipo.core.sequence_log_ppl` (NaN: no valid token);
                 compared in float64 (``DiPOStepOutput.log_ppl`` and the queue hold float64).
             group_size: G >= 2.
             valid: optional ``[N]`` bool; False rows (e.g. no reward function applied) are excluded everywhere.
             token_counts: optional ``[N]`` loss-token counts, used by ``realloc_normalizer="separate"``.
+
+        Every tensor must be on one device (else a ValueError naming the devices).
         """
         cfg = self.config
         check_1d("rewards", rewards)
         check_1d("log_ppl", log_ppl)
         check_same_shape("rewards", rewards, "log_ppl", log_ppl)
+        check_same_device(rewards=rewards, log_ppl=log_ppl, valid=valid, token_counts=token_counts)
         check_group_size(rewards.numel(), group_size)
         check_log_ppl(log_ppl)
-        rewards = float_rewards(rewards)  # bool / integer verifier rewards are fine
+        reward_dtype, out_dtype = rewards.dtype, output_dtype(rewards)
+        # Rewards and advantages in float64 whatever the input dtype (float, int or bool): no overflow of float16
+        # rewards in the group std, no loss of float64 rewards beyond float32's range; results in out_dtype.
+        rewards = float_rewards(rewards)
+        correct_threshold = threshold_as(cfg.correct_threshold, reward_dtype)
         # Every log-PPL comparison (queue, τ*, judgment, spaces, quadrants) runs in float64: τ* is a float64 midpoint,
         # and in float32 it could round onto one of the two values around the cut, which then lies in neither space.
         log_ppl = log_ppl.double()
@@ -151,13 +165,13 @@ class DiPO:
         log_ppl = torch.where(valid, log_ppl, torch.full_like(log_ppl, math.nan))
 
         # §2 correctness, §4 queue (current batch included).
-        correct = correctness(rewards, valid, cfg.correct_threshold)
+        correct = correctness(rewards, valid, correct_threshold)
         self.queue._push_unchecked(log_ppl, correct)  # validated above
         queue_s, queue_c = self.queue.values()
 
         # §5 PSD: threshold and advantage judgment.
         if queue_s.numel() > 0:
-            tau = find_threshold(queue_s, queue_c)
+            tau = find_threshold(queue_s, queue_c, cfg.threshold_rule)
             tau_error = threshold_error(queue_s, queue_c, tau)
             judgment = judge(queue_s, queue_c, tau, cfg.judgment_confidence)
         else:
@@ -172,7 +186,7 @@ class DiPO:
             tau if applied else math.nan,
             cfg.membership,
             reward_mode=cfg.reward_mode,
-            correct_threshold=cfg.correct_threshold,
+            correct_threshold=correct_threshold,
             graded_delta=cfg.graded_delta,
             reallocate_hard=cfg.reallocate_hard,
             reallocate_easy=cfg.reallocate_easy,
@@ -195,10 +209,10 @@ class DiPO:
         delta = advantages - base
 
         return DiPOStepOutput(
-            advantages=advantages,
-            base_advantages=base,
-            advantage_delta=delta,
-            realloc_rewards=realloc.rewards,
+            advantages=cast_result(advantages, out_dtype, "advantages"),
+            base_advantages=cast_result(base, out_dtype, "base advantages"),
+            advantage_delta=cast_result(delta, out_dtype, "advantage deltas"),
+            realloc_rewards=cast_result(realloc.rewards, out_dtype, "reallocated rewards"),
             realloc_mask=realloc.mask,
             group_types=realloc.group_types,
             selected=realloc.selected,
@@ -223,11 +237,29 @@ class DiPO:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "queue" not in state:
+        """Restore what :meth:`state_dict` returned. Atomic: every part (queue, generator) is validated first, and on
+        any invalid part a ValueError is raised with this object unchanged."""
+        if not isinstance(state, dict) or "queue" not in state:
             raise ValueError("DiPO state is missing 'queue'; pass what DiPO.state_dict() returned.")
-        self.queue.load_state_dict(state["queue"])
+        batches = self.queue.checked_batches(state["queue"])
+        generator = None
         if "generator" in state:  # absent in states saved before the selection option existed
-            self.generator.set_state(state["generator"])
+            generator = _checked_generator_state(state["generator"])
+        self.queue._replace(batches)
+        if generator is not None:
+            self.generator.set_state(generator)
+
+
+def _checked_generator_state(value: Any) -> Tensor:
+    """A saved CPU generator state, checked by loading it into a scratch generator (ValueError if it is not one)."""
+    try:
+        torch.Generator().set_state(value)
+    except (TypeError, RuntimeError, ValueError) as err:
+        raise ValueError(
+            f"DiPO state: 'generator' is not a CPU torch.Generator state (from DiPO.state_dict()); the state is "
+            f"corrupt ({err})."
+        ) from err
+    return value
 
 
 __all__ = ["DiPO", "DiPOStepOutput", "classify_groups"]

@@ -11,7 +11,14 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from dipo.core._checks import check_1d, check_finite_rewards, check_group_size, float_rewards, valid_mask
+from dipo.core._checks import (
+    check_1d,
+    check_finite_rewards,
+    check_group_size,
+    check_same_device,
+    float_rewards,
+    valid_mask,
+)
 from dipo.core.groups import zero_variance_groups
 
 DS_QUEUE_CHOICES = ("all", "kept")
@@ -44,7 +51,8 @@ def groups_to_keep(
     """
     check_1d("rewards", rewards)
     num_groups = check_group_size(rewards.numel(), group_size)
-    rewards = float_rewards(rewards)
+    check_same_device(rewards=rewards, valid=valid, reallocated=reallocated)
+    rewards = float_rewards(rewards)  # float64, as BRR's zero-variance test in DiPO.step
     valid = valid_mask(rewards.numel(), valid, rewards.device)
     check_finite_rewards(rewards, valid)
     keep = ~zero_variance_groups(rewards, valid, group_size, zero_variance_tol)
@@ -55,8 +63,6 @@ def groups_to_keep(
                 f"reallocated must hold one flag per group ({num_groups} groups of {group_size}), "
                 f"got {reallocated.numel()}; pass realloc_hard | realloc_easy from DiPO.step."
             )
-        if reallocated.device != keep.device:
-            raise ValueError(f"reallocated is on {reallocated.device} but rewards on {rewards.device}; move one.")
         if keep_reallocated:
             keep = keep | reallocated.bool()
     return keep

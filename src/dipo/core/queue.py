@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dipo.core._checks import check_1d, check_same_shape
+from dipo.core._checks import check_1d, check_same_device, check_same_shape
 
 
 class PPLQueue:
@@ -24,17 +24,27 @@ class PPLQueue:
         self.max_batches = max_batches
         self._batches: deque[tuple[Tensor, Tensor]] = deque(maxlen=max_batches)
 
-    def push(self, log_ppl: Tensor, correct: Tensor) -> None:
-        """Append one batch; rows whose log-PPL is NaN (no valid token) are dropped. The oldest batch falls out."""
+    def push(self, log_ppl: Tensor, correct: Tensor) -> bool:
+        """Append one batch; rows whose log-PPL is NaN (no valid token) are dropped. The oldest batch falls out.
+
+        A batch left without any pair (no rows, or every log-PPL NaN) is *skipped*, not queued: it says nothing about
+        PPL and correctness, and queuing it would evict a real batch from the two-batch queue (spec §4), leaving τ*
+        to one batch, or none. Refusing it instead would stop a training run on a step where, say, every reward
+        function returned None. Returns whether the batch was queued.
+        """
         check_1d("log_ppl", log_ppl)
         check_1d("correct", correct)
         check_same_shape("log_ppl", log_ppl, "correct", correct)
-        self._push_unchecked(log_ppl, correct)
+        check_same_device(log_ppl=log_ppl, correct=correct)
+        return self._push_unchecked(log_ppl, correct)
 
-    def _push_unchecked(self, log_ppl: Tensor, correct: Tensor) -> None:
+    def _push_unchecked(self, log_ppl: Tensor, correct: Tensor) -> bool:
         """:meth:`push` on 1-D tensors of equal shape already validated by the caller (``DiPO.step``)."""
         keep = ~torch.isnan(log_ppl)
+        if not bool(keep.any()):
+            return False
         self._batches.append((log_ppl[keep].detach(), correct[keep].detach().bool()))
+        return True
 
     def values(self) -> tuple[Tensor, Tensor]:
         """All pairs in the queue, oldest batch first: ``(log_ppl [M], correct [M] bool)``."""
@@ -63,36 +73,57 @@ class PPLQueue:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned; every batch is validated (1-D, finite log-PPL, 0/1 labels)."""
+        """Restore what :meth:`state_dict` returned; every batch is validated (1-D, finite log-PPL, 0/1 labels).
+
+        Atomic: on any invalid part the ValueError is raised before anything changes, so the queue keeps its contents.
+        """
+        self._replace(self.checked_batches(state))
+
+    def _replace(self, batches: list[tuple[Tensor, Tensor]]) -> None:
+        """Set the queue to ``batches`` (from :meth:`checked_batches`); internal to ``dipo.core``."""
+        self._batches.clear()
+        self._batches.extend(batches)
+
+    def checked_batches(self, state: Any) -> list[tuple[Tensor, Tensor]]:
+        """The batches of a saved queue ``state``, validated, without touching this queue (ValueError if invalid)."""
         if not isinstance(state, dict):
             raise ValueError(f"PPL queue state must be a dict (from state_dict()), got {type(state).__name__}.")
         missing = {"max_batches", "log_ppl", "correct"} - set(state)
         if missing:
             raise ValueError(f"PPL queue state is missing keys {sorted(missing)}; pass what state_dict() returned.")
-        if len(state["log_ppl"]) != len(state["correct"]):
-            raise ValueError("PPL queue state is corrupt: log_ppl and correct hold different numbers of batches.")
-        if int(state["max_batches"]) != self.max_batches:
+        log_ppl, correct, saved_max = state["log_ppl"], state["correct"], state["max_batches"]
+        if not isinstance(log_ppl, (list, tuple)) or not isinstance(correct, (list, tuple)):
             raise ValueError(
-                f"PPL queue state was saved with queue_batches={state['max_batches']} but this run uses "
+                "PPL queue state is corrupt: log_ppl and correct must be lists of per-batch tensors, got "
+                f"{type(log_ppl).__name__} and {type(correct).__name__}."
+            )
+        if len(log_ppl) != len(correct):
+            raise ValueError("PPL queue state is corrupt: log_ppl and correct hold different numbers of batches.")
+        if isinstance(saved_max, bool) or not isinstance(saved_max, int):
+            raise ValueError(f"PPL queue state is corrupt: max_batches must be an int, got {saved_max!r}.")
+        if saved_max != self.max_batches:
+            raise ValueError(
+                f"PPL queue state was saved with queue_batches={saved_max} but this run uses "
                 f"queue_batches={self.max_batches}; resume with the same setting."
             )
-        if len(state["log_ppl"]) > self.max_batches:
+        if len(log_ppl) > self.max_batches:
             raise ValueError(
-                f"PPL queue state holds {len(state['log_ppl'])} batches, more than queue_batches={self.max_batches}; "
+                f"PPL queue state holds {len(log_ppl)} batches, more than queue_batches={self.max_batches}; "
                 "the state is corrupt or from another run."
             )
-        batches = [
-            _checked_batch(i, s, c) for i, (s, c) in enumerate(zip(state["log_ppl"], state["correct"], strict=True))
-        ]
-        self._batches.clear()
-        self._batches.extend(batches)
+        return [_checked_batch(i, s, c) for i, (s, c) in enumerate(zip(log_ppl, correct, strict=True))]
 
 
 def _checked_batch(index: int, log_ppl: Any, correct: Any) -> tuple[Tensor, Tensor]:
     """One saved batch of the queue, validated: 1-D float log-PPL, all finite (NaN rows are never queued), and 1-D
     bool/0-1 correctness of the same length."""
     where = f"PPL queue state, batch {index}"
-    s, c = torch.as_tensor(log_ppl), torch.as_tensor(correct)
+    try:
+        s, c = torch.as_tensor(log_ppl), torch.as_tensor(correct)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(
+            f"{where}: log_ppl and correct must be tensors of numbers; the state is corrupt ({err})."
+        ) from err
     if s.dim() != 1 or c.dim() != 1:
         raise ValueError(
             f"{where}: log_ppl and correct must be 1-D (one value per response), got shapes {tuple(s.shape)} and "

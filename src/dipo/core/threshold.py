@@ -7,27 +7,40 @@ import math
 import torch
 from torch import Tensor
 
-from dipo.core._checks import check_1d, check_same_shape
+from dipo.core._checks import check_1d, check_choice, check_same_device, check_same_shape
+
+#: ``threshold_rule`` choices: "error" — the paper's τ* (spec §5), minimising the plain error; "balanced" — NOT the
+#: paper's rule: τ* minimising the balanced error ½·(FN/P + FP/N), the mean of the two per-class error rates.
+THRESHOLD_RULES = ("error", "balanced")
 
 
-def _cut_errors(s_sorted: Tensor, c_sorted: Tensor) -> tuple[Tensor, Tensor]:
-    """Error count of every cut ``k = 0..M`` (first ``k`` sorted rows predicted "low") and which cuts are allowed.
+def _cut_costs(s_sorted: Tensor, c_sorted: Tensor, rule: str) -> tuple[Tensor, Tensor]:
+    """Integer cost of every cut ``k = 0..M`` (first ``k`` sorted rows predicted "low" = correct) and which cuts are
+    allowed.
 
-    ``err[k] = #wrong among the first k + #correct among the rest``. A cut is allowed below all values (k=0), above all
-    values (k=M), and between two consecutive *distinct* values.
+    With ``FP[k]`` = #wrong among the first k and ``FN[k]`` = #correct among the rest: ``"error"`` costs
+    ``FP + FN`` (M × the plain error); ``"balanced"`` costs ``FP·P + FN·N`` (2·P·N × the balanced error, exact in
+    integers), with P correct and N wrong pairs; if one class is absent its error rate is taken as 0 and the balanced
+    error is the plain one. A cut is allowed below all values (k=0), above all values (k=M), and between two
+    consecutive *distinct* values.
     """
     m = s_sorted.numel()
     wrong_prefix = torch.zeros(m + 1, dtype=torch.long, device=s_sorted.device)
     correct_prefix = torch.zeros(m + 1, dtype=torch.long, device=s_sorted.device)
     wrong_prefix[1:] = torch.cumsum((~c_sorted).long(), 0)
     correct_prefix[1:] = torch.cumsum(c_sorted.long(), 0)
-    errors = wrong_prefix + (correct_prefix[-1] - correct_prefix)
+    false_pos, false_neg = wrong_prefix, correct_prefix[-1] - correct_prefix
+    num_correct, num_wrong = int(correct_prefix[-1]), int(wrong_prefix[-1])
+    if rule == "balanced" and num_correct > 0 and num_wrong > 0:
+        costs = false_pos * num_correct + false_neg * num_wrong
+    else:
+        costs = false_pos + false_neg
     allowed = torch.ones(m + 1, dtype=torch.bool, device=s_sorted.device)
     allowed[1:m] = s_sorted[:-1] < s_sorted[1:]
-    return errors, allowed
+    return costs, allowed
 
 
-def find_threshold(log_ppl: Tensor, correct: Tensor) -> float:
+def find_threshold(log_ppl: Tensor, correct: Tensor, rule: str = "error") -> float:
     """Spec §5, τ* = argmin_τ (1/|Q|) Σ_{(s,c)∈Q} |c − 𝟙(s < τ)|, exact in O(M log M).
 
     Candidate cuts lie between consecutive distinct values plus below-all and above-all. Among the minimisers the
@@ -35,16 +48,26 @@ def find_threshold(log_ppl: Tensor, correct: Tensor) -> float:
     the two values around the cut; ``-inf`` for the below-all cut (every response in the exploration space) and
     ``+inf`` for the above-all cut. NaN log-PPL rows are ignored.
 
+    ``rule="balanced"`` (an option, NOT the paper's rule) minimises the balanced error ½·(FN/P + FP/N) of the same
+    "correct ⇔ s < τ" prediction instead — the mean of the error rates on the P correct and the N wrong pairs —, with
+    the same candidates, tie rule and midpoint. With few correct responses and weak separation the plain error is
+    often minimised by the edge cut "everything wrong" (then the judgment fails); the balanced error weighs both
+    classes equally and cuts inside. It cannot make the judgment pass there: when an edge cut minimises the plain
+    error, no cut has a correct majority below it (and a wrong majority above it).
+
     Args:
         log_ppl: ``[M]`` log-perplexities (the queue).
         correct: ``[M]`` bool or 0/1 correctness.
+        rule: "error" (default, the paper) or "balanced".
 
     Returns:
         τ* on the log-PPL scale, a Python float.
     """
+    check_choice("threshold_rule", rule, THRESHOLD_RULES)
     check_1d("log_ppl", log_ppl)
     check_1d("correct", correct)
     check_same_shape("log_ppl", log_ppl, "correct", correct)
+    check_same_device(log_ppl=log_ppl, correct=correct)
     keep = ~torch.isnan(log_ppl)
     s = log_ppl[keep].double()
     c = correct[keep].bool()
@@ -52,10 +75,10 @@ def find_threshold(log_ppl: Tensor, correct: Tensor) -> float:
         raise ValueError("find_threshold needs at least one response with a valid (non-NaN) log-perplexity.")
     s_sorted, order = torch.sort(s, stable=True)
     c_sorted = c[order]
-    errors, allowed = _cut_errors(s_sorted, c_sorted)
+    costs, allowed = _cut_costs(s_sorted, c_sorted, rule)
     big = torch.iinfo(torch.long).max
-    errors = torch.where(allowed, errors, torch.full_like(errors, big))
-    minimisers = torch.nonzero(errors == errors.min()).flatten()
+    costs = torch.where(allowed, costs, torch.full_like(costs, big))
+    minimisers = torch.nonzero(costs == costs.min()).flatten()
     k = int(minimisers[(minimisers.numel() - 1) // 2])
     m = s_sorted.numel()
     if k == 0:
@@ -65,10 +88,17 @@ def find_threshold(log_ppl: Tensor, correct: Tensor) -> float:
     return float((s_sorted[k - 1] + s_sorted[k]) / 2)
 
 
-def threshold_error(log_ppl: Tensor, correct: Tensor, threshold: float) -> float:
-    """The objective of spec §5 at ``threshold``: the fraction of valid pairs with ``c ≠ 𝟙(s < τ)``."""
+def threshold_error(log_ppl: Tensor, correct: Tensor, threshold: float, rule: str = "error") -> float:
+    """The objective at ``threshold``: the fraction of valid pairs with ``c ≠ 𝟙(s < τ)`` (spec §5, ``"error"``), or
+    the balanced error ½·(FN/P + FP/N) (``"balanced"``; a class without pairs contributes 0 and the other counts
+    fully, i.e. the plain error). NaN if no pair is valid."""
+    check_choice("threshold_rule", rule, THRESHOLD_RULES)
     keep = ~torch.isnan(log_ppl)
     if not bool(keep.any()):
         return math.nan
     predicted_correct = log_ppl[keep].double() < threshold
-    return float((predicted_correct != correct[keep].bool()).double().mean())
+    c = correct[keep].bool()
+    wrong_prediction = predicted_correct != c
+    if rule == "error" or bool(c.all()) or not bool(c.any()):
+        return float(wrong_prediction.double().mean())
+    return 0.5 * (float(wrong_prediction[c].double().mean()) + float(wrong_prediction[~c].double().mean()))

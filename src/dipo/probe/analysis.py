@@ -13,7 +13,9 @@ log-probs under the sampling policy (:mod:`dipo.probe.sampling`):
 * AUROC of −log-PPL for correctness: :func:`dipo.evaluation.metrics.auroc` (1 = PPL separates perfectly, 0.5 = not
   at all);
 * ``batches``: the same data replayed through :class:`dipo.core.DiPO` in training-sized batches (``batch_prompts``
-  prompts per step, the spec's two-batch queue), i.e. what DiPO would have done step by step.
+  prompts per step, the spec's two-batch queue), i.e. what DiPO would have done step by step;
+* ``balanced``: τ*, judgment, BRR's reach and the replay again at the class-balanced τ* (``threshold_rule=
+  "balanced"``, not the paper's rule), beside the paper's.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dipo.core import (
     DiPO,
     DiPOCoreConfig,
     GroupType,
+    Judgment,
     Quadrant,
     classify_groups,
     correctness,
@@ -160,21 +163,10 @@ def analyse(records: Sequence[dict[str, Any]], config: AnalysisConfig | None = N
     types = classify_groups(t.rewards, valid, g)
     type_counts = torch.bincount(types, minlength=3).tolist()
     num_groups = n // g
+    out.update(threshold_fields(tau))
     out.update(
-        threshold_log_ppl=_finite_or_none(tau),
-        threshold_ppl=_finite_or_none(math.exp(tau)) if math.isfinite(tau) else None,
-        threshold_at_edge=None if math.isfinite(tau) else ("below_all" if tau < 0 else "above_all"),
         threshold_error=threshold_error(t.log_ppl, correct, tau),
-        judgment={
-            "passed": judgment.passed,
-            "delta_eis": _finite_or_none(judgment.delta_eis),
-            "delta_ers": _finite_or_none(judgment.delta_ers),
-            "n_low": judgment.n_low,
-            "n_high": judgment.n_high,
-            "low_interval": [_finite_or_none(x) for x in judgment.low_interval],
-            "high_interval": [_finite_or_none(x) for x in judgment.high_interval],
-            "confidence": config.judgment_confidence,
-        },
+        judgment=judgment_fields(judgment, config.judgment_confidence),
         auroc=_finite_or_none(_auroc(t.log_ppl, correct)),
         mean_ppl_correct=_mean_ppl(t.log_ppl[has_ppl & correct]),
         mean_ppl_wrong=_mean_ppl(t.log_ppl[has_ppl & ~correct]),
@@ -195,7 +187,48 @@ def analyse(records: Sequence[dict[str, Any]], config: AnalysisConfig | None = N
     out["by_length"] = by_length(t, correct, config.length_bins)
     if config.batch_prompts:
         out["batches"] = replay_batches(t, config)
+    out["balanced"] = balanced_threshold(t, correct, config)
     return out
+
+
+def threshold_fields(tau: float) -> dict[str, Any]:
+    """τ* as JSON: log-PPL and PPL (None at an edge) and which edge ("below_all" / "above_all"), if any."""
+    return {
+        "threshold_log_ppl": _finite_or_none(tau),
+        "threshold_ppl": _finite_or_none(math.exp(tau)) if math.isfinite(tau) else None,
+        "threshold_at_edge": None if math.isfinite(tau) else ("below_all" if tau < 0 else "above_all"),
+    }
+
+
+def judgment_fields(judgment: Judgment, confidence: float | None) -> dict[str, Any]:
+    return {
+        "passed": judgment.passed,
+        "delta_eis": _finite_or_none(judgment.delta_eis),
+        "delta_ers": _finite_or_none(judgment.delta_ers),
+        "n_low": judgment.n_low,
+        "n_high": judgment.n_high,
+        "low_interval": [_finite_or_none(x) for x in judgment.low_interval],
+        "high_interval": [_finite_or_none(x) for x in judgment.high_interval],
+        "confidence": confidence,
+    }
+
+
+def balanced_threshold(t: ProbeTensors, correct: torch.Tensor, config: AnalysisConfig) -> dict[str, Any]:
+    """The same analysis at the class-balanced τ* (``threshold_rule="balanced"``, NOT the paper's rule): τ*, its
+    balanced and plain errors, the judgment there, BRR's reach per membership rule, and the step-by-step replay."""
+    tau = find_threshold(t.log_ppl, correct, "balanced")
+    judgment = judge(t.log_ppl, correct, tau, config.judgment_confidence)
+    block: dict[str, Any] = {
+        "rule": "balanced",
+        **threshold_fields(tau),
+        "balanced_error": threshold_error(t.log_ppl, correct, tau, "balanced"),
+        "threshold_error": threshold_error(t.log_ppl, correct, tau),
+        "judgment": judgment_fields(judgment, config.judgment_confidence),
+        "reallocation": reallocation_table(t, tau, judgment.passed),
+    }
+    if config.batch_prompts:
+        block["batches"] = replay_batches(t, config, threshold_rule="balanced")
+    return block
 
 
 def reallocation_table(t: ProbeTensors, tau: float, passed: bool) -> dict[str, Any]:
@@ -258,9 +291,10 @@ def by_length(t: ProbeTensors, correct: torch.Tensor, bins: int) -> list[dict[st
     return rows
 
 
-def replay_batches(t: ProbeTensors, config: AnalysisConfig) -> dict[str, Any]:
+def replay_batches(t: ProbeTensors, config: AnalysisConfig, threshold_rule: str = "error") -> dict[str, Any]:
     """Replay the samples through :class:`dipo.core.DiPO` in steps of ``batch_prompts`` prompts (two-batch queue),
-    once per membership rule: how often the judgment passes and how many groups BRR reallocates per step."""
+    once per membership rule: how often the judgment passes and how many groups BRR reallocates per step
+    (``threshold_rule``: τ* of the paper, "error", or the class-balanced one)."""
     g = t.group_size
     rows_per_batch = config.batch_prompts * g
     num_batches = t.rewards.numel() // rows_per_batch
@@ -268,7 +302,10 @@ def replay_batches(t: ProbeTensors, config: AnalysisConfig) -> dict[str, Any]:
     if num_batches == 0:
         return result
     for membership in MEMBERSHIPS:
-        dipo = DiPO(DiPOCoreConfig(membership=membership, judgment_confidence=config.judgment_confidence))
+        core = DiPOCoreConfig(
+            membership=membership, judgment_confidence=config.judgment_confidence, threshold_rule=threshold_rule
+        )
+        dipo = DiPO(core)
         passed = hard = easy = 0
         extreme = 0
         for b in range(num_batches):

@@ -113,6 +113,7 @@ def markdown(result: dict[str, Any], meta: dict[str, Any]) -> str:
                 f"| {name} | {_pct(row['frac_steps_judgment_passed'])} | {row['realloc_hard']} / "
                 f"{row['realloc_easy']} | {_f(row['realloc_groups_per_step'], 2)} | {_pct(row['frac_of_extreme'])} |"
             )
+    lines += balanced_lines(result.get("balanced"))
     lines += ["", "By response length (responses with a PPL):", "", "| tokens | n | accuracy | PPL correct | "
               "PPL wrong | AUROC |", "|---|---|---|---|---|---|"]  # fmt: skip
     for row in result["by_length"]:
@@ -122,6 +123,40 @@ def markdown(result: dict[str, Any], meta: dict[str, Any]) -> str:
         )
     lines += ["", "![PPL of correct vs wrong](ppl_hist.png)", "", "![by length](ppl_hist_by_length.png)", ""]
     return "\n".join(lines)
+
+
+def balanced_lines(block: dict[str, Any] | None) -> list[str]:
+    """The class-balanced τ* (``threshold_rule="balanced"``, not the paper's rule) and BRR's reach there, beside the
+    paper's tables above."""
+    if not block:
+        return []
+    j = block["judgment"]
+    edge = f" (edge: {block['threshold_at_edge']})" if block["threshold_at_edge"] else ""
+    lines = [
+        "",
+        f'At the class-balanced τ* (`threshold_rule="balanced"`, **not the paper\'s rule**): τ* (PPL) '
+        f"{_f(block['threshold_ppl'])}{edge}; balanced error {_f(block['balanced_error'])}, plain error "
+        f"{_f(block['threshold_error'])}; judgment **{'pass' if j['passed'] else 'fail'}** "
+        f"(Δ_EiS {_f(j['delta_eis'])}, Δ_ErS {_f(j['delta_ers'])}, n = {j['n_low']} / {j['n_high']}).",
+        "",
+        "| membership | hard realloc. | easy realloc. | of extreme | if judged (hard + easy) | replay: steps passed | "
+        "replay: hard / easy | replay: of extreme |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    replay = block.get("batches") or {}
+    for name, row in block["reallocation"].items():
+        step = replay.get(name)
+        steps = (
+            f"{_pct(step['frac_steps_judgment_passed'])} | {step['realloc_hard']} / {step['realloc_easy']} | "
+            f"{_pct(step['frac_of_extreme'])}"
+            if step
+            else "– | – | –"
+        )
+        lines.append(
+            f"| {name} | {row['hard']} | {row['easy']} | {_pct(row['frac_of_extreme'])} | "
+            f"{row['hard_if_judged']} + {row['easy_if_judged']} | {steps} |"
+        )
+    return lines
 
 
 def plot_panels(

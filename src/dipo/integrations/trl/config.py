@@ -28,6 +28,7 @@ TRL_LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "
 CORE_OPTION_FIELDS: dict[str, str] = {
     "alpha": "dipo_alpha",
     "queue_batches": "dipo_queue_batches",
+    "threshold_rule": "dipo_threshold_rule",
     "judgment_confidence": "dipo_judgment_confidence",
     "judgment": "dipo_judgment",
     "membership": "dipo_membership",
@@ -68,6 +69,8 @@ class DiPOConfig(GRPOConfig):
             fields left at `None` (see `dipo.integrations.trl.presets.PRESETS`).
         dipo_alpha (`float` or `None`): α of spec §7 (preset dipo: 0.1; grpo/dapo: 0 = DiPO off).
         dipo_queue_batches (`int`, 2): batches kept in the PPL queue (spec §4).
+        dipo_threshold_rule (`str`, "error"): τ* minimises the plain error (the paper, spec §5) or, "balanced" (not
+            the paper's rule), the mean of the two per-class error rates.
         dipo_judgment (`bool`, True): apply the advantage judgment (spec §5); False = ablation.
         dipo_judgment_confidence (`float` or `None`, 0.95): Wilson-interval confidence of the judgment; None = point
             estimates (spec §5).
@@ -139,6 +142,13 @@ class DiPOConfig(GRPOConfig):
     dipo_queue_batches: int = field(
         default=2,
         metadata={"help": "Number of most recent batches (current one included) kept in the PPL queue (spec §4)."},
+    )
+    dipo_threshold_rule: str = field(
+        default="error",
+        metadata={
+            "help": "How τ* is chosen (spec §5): 'error' (the paper: minimise the plain error) or 'balanced' (NOT the "
+            "paper's rule: minimise the mean of the error rates on correct and on wrong responses)."
+        },
     )
     dipo_judgment: bool = field(
         default=True,
@@ -402,6 +412,7 @@ class DiPOConfig(GRPOConfig):
             return DiPOCoreConfig(
                 alpha=self.dipo_alpha,
                 queue_batches=self.dipo_queue_batches,
+                threshold_rule=self.dipo_threshold_rule,
                 judgment=self.dipo_judgment,
                 judgment_confidence=self.dipo_judgment_confidence,
                 membership=self.dipo_membership,

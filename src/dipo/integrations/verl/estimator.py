@@ -33,6 +33,7 @@ __all__ = [
     "ESTIMATOR_STATES",
     "EstimatorState",
     "GroupLayout",
+    "check_row_layout",
     "compute_dipo_outcome_advantage",
     "get_estimator_state",
     "group_rows_by_uid",
@@ -265,6 +266,18 @@ def verifier_rewards(
     return VerifierRewards(verifier, source, float((penalty < 0).double().mean()))
 
 
+def check_row_layout(token_level_rewards: Tensor, response_mask: Tensor) -> None:
+    """``token_level_rewards`` and ``response_mask`` must both be ``[bs, response_length]`` with the same shape: a
+    different row count would pair rows with the wrong rewards, a longer mask would give advantages wider than the
+    rewards."""
+    if token_level_rewards.dim() != 2 or token_level_rewards.shape != response_mask.shape:
+        raise ValueError(
+            f"dipo estimator (verl): token_level_rewards has shape {tuple(token_level_rewards.shape)} but "
+            f"response_mask has {tuple(response_mask.shape)}; both must be [batch, response_length] with one row per "
+            "response, as verl's compute_advantage passes them."
+        )
+
+
 def compute_dipo_outcome_advantage(
     token_level_rewards: Tensor,
     response_mask: Tensor,
@@ -300,6 +313,7 @@ def compute_dipo_outcome_advantage(
         non_tensor_batch = current_non_tensor_batch()
     state = get_estimator_state(config)
     options, cfg = state.options, state.core.config
+    check_row_layout(token_level_rewards, response_mask)
     layout = group_rows_by_uid(index, response_mask)
     token_logps = select_log_probs(options, batch, old_log_probs, rollout_log_probs)
     if token_logps.shape != response_mask.shape:

@@ -282,6 +282,16 @@ def dapo_overlong_penalty(root: Any) -> OverlongPenalty | None:
     return OverlongPenalty(int(max_resp_len), int(buffer_len), float(factor))
 
 
+def parse_bool(name: str, value: Any) -> bool:
+    """A switch of the verl config: ``True``/``False`` or the strings "true"/"false" (any case, as a command-line
+    override can deliver them); anything else (``"no"``, ``1``, ``None``) is an error, never read as true."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError(f"{name} must be true or false, got {value!r} ({type(value).__name__}).")
+
+
 def parse_dipo_options(algorithm_config: Any) -> DiPOVerlOptions:
     """Build :class:`DiPOVerlOptions` from verl's ``algorithm`` config (its ``dipo`` sub-config may be absent).
 
@@ -323,7 +333,9 @@ def parse_dipo_options(algorithm_config: Any) -> DiPOVerlOptions:
         )
     root = root_config(algorithm_config)
     loss_agg_mode = resolve_loss_agg_mode(options.pop("loss_agg_mode", None), root)
-    norm_by_std = bool(config_get(algorithm_config, "norm_adv_by_std_in_grpo", True))
+    norm_by_std = parse_bool(
+        "algorithm.norm_adv_by_std_in_grpo", config_get(algorithm_config, "norm_adv_by_std_in_grpo", True)
+    )
     core = DiPOCoreConfig(
         **options,
         scale_rewards="group" if norm_by_std else "none",
