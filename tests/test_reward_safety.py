@@ -244,6 +244,20 @@ def test_one_call_is_bounded_not_only_each_comparison(monkeypatch, watchdog) -> 
 
 
 @needs_math_verify
+def test_the_call_budget_also_bounds_in_process_verification(monkeypatch) -> None:
+    import dipo.tasks.math.verify as m
+
+    monkeypatch.setattr(m, "VERIFY_IN_WORKER", False)
+    monkeypatch.setattr(m, "VERIFY_CALL_BUDGET_S", 0.0)
+    monkeypatch.setattr(m, "VERIFY_CALL_BUDGET_PER_PAIR_S", 0.0)
+    before = m.verify_stats().get("over_budget", 0)
+    assert not m.answers_equal("\\frac{1}{2}", "0.5")  # no time left: unanswered, counted as wrong
+    assert m.verify_stats()["over_budget"] == before + 1
+    monkeypatch.setattr(m, "VERIFY_CALL_BUDGET_S", 60.0)
+    assert m.answers_equal("\\frac{1}{2}", "0.5")
+
+
+@needs_math_verify
 def test_verifies_in_process_when_the_worker_cannot_start(monkeypatch, caplog, watchdog) -> None:
     import dipo.tasks.math.verify as m
 
