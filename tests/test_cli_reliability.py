@@ -183,6 +183,52 @@ def test_train_read_only_output_dir(workspace: Path, tmp_path: Path, capsys, mon
     assert "output_dir" in err and "ro' is not writable (permission denied:" in err
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--per_device_train_batch_size", "0", "per_device_train_batch_size must be >= 1, got 0"),
+        ("--learning_rate", "-1", "learning_rate must be >= 0, got -1.0"),
+        ("--learning_rate", "nan", "learning_rate must be a finite number, got nan"),
+        ("--temperature", "0", "temperature must be > 0, got 0.0"),
+        ("--top_p", "1.5", "top_p must be in (0, 1], got 1.5"),
+        ("--max_completion_length", "0", "max_completion_length must be >= 1, got 0"),
+        ("--max_steps", "0", "max_steps must be -1 or >= 1, got 0"),
+        ("--num_train_epochs", "0", "num_train_epochs must be > 0, got 0.0 (with max_steps unset"),
+    ],
+)
+def test_train_refuses_bad_numbers_before_loading(
+    workspace: Path, tmp_path: Path, capsys, monkeypatch, option: str, value: str, message: str
+) -> None:
+    """Regression (issue 16): these failed after the model loaded, with a traceback, or trained nothing with exit 0."""
+    import dipo.cli.train as train
+
+    def build_trainer(*args, **kwargs):
+        raise AssertionError("the model was loaded before the options were checked")
+
+    monkeypatch.setattr(train, "build_trainer", build_trainer)
+    extra = ("--max_steps", "-1") if option == "--num_train_epochs" else ()  # epochs count only without max_steps
+    assert main(train_argv(workspace, tmp_path / "out", *extra, option, value)) == 2
+    assert message in error_line(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_config_errors_name_file_and_line(workspace: Path, tmp_path: Path, capsys) -> None:
+    """Regression (issue 16): a non-UTF-8 YAML gave a decode error without the file name, a deeply nested one a
+    RecursionError traceback."""
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"learning_rate: 1e-6\n# r\xe9sum\xe9\n")
+    assert main(["train", "--config", str(latin)]) == 2
+    assert f"{latin}: line 2: byte 0xe9 at column 4 is not UTF-8 text" in error_line(capsys)
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("learning_rate: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    assert main(["train", "--config", str(deep)]) == 2
+    assert f"{deep}: a value nested too deeply to be read" in error_line(capsys)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- learning_rate\n")
+    assert main(["train", "--config", str(listed)]) == 2
+    assert "holds a YAML list; it must map option names to values" in error_line(capsys)
+
+
 # ---------------------------------------------------------------------------------------------------------- eval
 
 
@@ -257,6 +303,33 @@ def test_eval_one_line_errors_for_paths(workspace: Path, tmp_path: Path, capsys,
     monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
     assert main(eval_argv(workspace, out)) == 2
     assert "out' is not writable (permission denied:" in error_line(capsys)
+
+
+def test_data_file_errors_name_file_and_line(workspace: Path, tmp_path: Path, capsys) -> None:
+    """Regression (issue 16): a non-UTF-8 JSONL gave a decode error without file or line, a row nested 100,000 deep a
+    RecursionError traceback; the same in a shard's samples.jsonl on --merge."""
+    good = (workspace / "data.jsonl").read_bytes()
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes(good + b'{"prompt": "caf\xe9", "answer": "1"}\n')
+    argv = eval_argv(workspace, tmp_path / "out")
+    dataset = argv.index("--dataset") + 1
+    assert main([*argv[:dataset], str(latin), *argv[dataset + 1 :]]) == 2
+    assert f"{latin}: row line 9, field '<json>': byte 0xe9 at column 16 is not UTF-8 text" in error_line(capsys)
+    deep = tmp_path / "deep.jsonl"
+    deep.write_bytes(good + b'{"prompt": ' + b"[" * 100_000 + b"]" * 100_000 + b', "answer": "1"}\n')
+    assert main([*argv[:dataset], str(deep), *argv[dataset + 1 :]]) == 2
+    assert f"{deep}: row line 9, field '<json>': a value nested too deeply to be read" in error_line(capsys)
+    deep_json = tmp_path / "deep.json"
+    deep_json.write_text("[" * 100_000 + "]" * 100_000)
+    assert main([*argv[:dataset], str(deep_json), *argv[dataset + 1 :]]) == 2
+    assert f"{deep_json}: row line 1, field '<json>': a value nested too deeply" in error_line(capsys)
+    assert not (tmp_path / "out").exists()
+    shard = tmp_path / "shard"
+    assert main(eval_argv(workspace, shard)) == 0
+    capsys.readouterr()
+    (shard / "samples.jsonl").write_bytes(b'{"benchmark": "data", "x": "\xff"}\n')
+    assert main(["eval", "--merge", str(shard), "--output-dir", str(tmp_path / "merged")]) == 2
+    assert f"{shard / 'samples.jsonl'}: line 1: byte 0xff" in error_line(capsys)
 
 
 def test_merge_of_an_emptied_shard_is_a_clear_error(workspace: Path, tmp_path: Path, capsys) -> None:

@@ -84,11 +84,22 @@ def test_extract_last_integer(text, value):
     assert extract_last_integer(text) == value
 
 
+@pytest.mark.parametrize(
+    "text, value",
+    [("1,2", 2), ("the pair 3,4", 4), ("12,345,678", 12345678), ("-1,234", -1234), ("1,2345", 2345),
+     ("1234,567", 567), ("1,234,56", 56), ("so 12,", 12)],
+)  # fmt: skip
+def test_commas_count_only_in_thousands_groups(text, value):
+    """Regression (issue 16): any comma was a thousands separator, so "1,2" read as 12."""
+    assert extract_last_integer(text) == value
+
+
 def test_reward_last_integer_rule():
     reward = NLArithmeticReward()
     completions = ["12", "7 + 5 = 12", "12 apples, no 13", "twelve", [{"role": "assistant", "content": "12."}]]
     assert reward(None, completions, None, answer=["12"] * 5) == [1.0, 1.0, 0.0, 0.0, 1.0]
     assert is_correct("0", "0") and not is_correct("", "0")
+    assert reward(None, ["1,2", "1,200"], None, answer=["12", "1200"]) == [0.0, 1.0]
 
 
 def test_reward_errors_name_the_problem():

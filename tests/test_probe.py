@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -277,3 +278,152 @@ def test_length_bins_give_responses_at_the_limit_their_own_bin():
     assert length_edges(torch.tensor([1, 2, 3, 4, 5, 6]), 3) == [2, 4, 6]
     assert length_edges(torch.tensor([1, 2, 3, 16, 16, 16, 16, 16]), 3) == [2, 3, 16]
     assert length_edges(torch.tensor([16, 16]), 3) == [16]
+
+
+# --- issue 16: the validation standard of dipo eval, damaged files, unfinished shards -----------------------------
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Loading a model fails the test: every refusal below must come before it."""
+    import dipo.evaluation.generation as generation
+
+    def load_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr(generation, "load_model", load_model)
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("dipo ")]
+    assert "Traceback" not in err and len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("-k", "0", "must be >= 2, got 0"),
+        ("-k", "1", "must be >= 2, got 1"),
+        ("--max_new_tokens", "0", "must be >= 1, got 0"),
+        ("--threads", "0", "must be >= 1, got 0"),
+        ("--threads", "-1", "must be >= 1, got -1"),
+        ("--judgment_confidence", "1.5", "must be 0 or in (0, 1), got 1.5"),
+        ("--judgment_confidence", "-0.1", "must be 0 or in (0, 1), got -0.1"),
+        ("--temperature", "0", "must be > 0, got 0.0"),
+        ("--top_p", "0", "must be in (0, 1], got 0.0"),
+        ("--limit", "0", "must be >= 1, got 0"),
+        ("--offset", "-1", "must be >= 0, got -1"),
+        ("--batch_size", "0", "must be >= 1, got 0"),
+        ("--length_bins", "0", "must be >= 1, got 0"),
+        ("--batch_prompts", "-1", "must be >= 0, got -1"),
+    ],
+)
+def test_probe_refuses_what_eval_refuses(tiny_model_dir, tmp_path, capsys, no_model_load, option, value, message):
+    """Regression (issue 16): -k 0 and --max_new_tokens 0 were replaced by defaults, --threads 0 ignored, --threads -1
+    a traceback, --judgment_confidence checked after sampling. Now argparse refuses them as dipo eval does."""
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        _probe(tiny_model_dir, out, option, value)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument" in err and option in err and message in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_probe_model_and_output_dir_errors_are_one_line(tiny_model_dir, tmp_path, capsys, monkeypatch, no_model_load):
+    """Regression (issue 16): a missing or empty model folder and a read-only output folder gave tracebacks or
+    misleading messages; an existing probe was refused only after the model was loaded."""
+    out = tmp_path / "out"
+    assert _probe("./no/such/dir", out) == 2
+    assert "model folder './no/such/dir' does not exist" in _one_error_line(capsys)
+    (tmp_path / "empty").mkdir()
+    assert _probe(tmp_path / "empty", out) == 2
+    assert "empty' holds no model (no config.json)" in _one_error_line(capsys)
+    assert not out.exists()
+    out.mkdir()
+    (out / "samples.jsonl").write_text("kept\n")
+    assert _probe(tiny_model_dir, out) == 2  # refused before the model is loaded (no_model_load)
+    assert "already holds a probe" in _one_error_line(capsys)
+    import tempfile
+
+    def read_only(*args, dir=None, **kwargs):
+        raise PermissionError(13, "Permission denied", str(Path(dir) / "tmpXYZ"))
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)  # tests run as root: chmod would not stop a write
+    assert _probe(tiny_model_dir, tmp_path / "ro") == 2
+    assert "ro' is not writable (permission denied:" in _one_error_line(capsys)
+    assert (out / "samples.jsonl").read_text() == "kept\n"
+
+
+DAMAGED_LINES = {
+    "no id": (b'{"sample": 0}', "line 3 is not a probe sample (no id, reward"),
+    "not an object": (b"[1, 2]", "line 3 is not a probe sample (a JSON list, not an object)"),
+    "bad sample index": (None, "line 3 is not a probe sample (sample 9 is not an index below k=4)"),
+    "not UTF-8": (b'{"id": "t-0", "x": "\xff"}', "line 3: byte 0xff at column 21 is not UTF-8 text"),
+    "nested 100,000 deep": (b'{"id": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "line 3: a value nested too deeply"),
+    "broken JSON": (b"{oops", "line 3: not valid JSON"),
+}
+
+
+@pytest.fixture(scope="module")
+def finished_shard(tiny_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("finished") / "a"
+    assert _probe(tiny_model_dir, out, "--limit", "6") == 0
+    return out
+
+
+@pytest.mark.parametrize("case", DAMAGED_LINES.keys())
+def test_resume_names_the_damaged_line(finished_shard, tiny_model_dir, tmp_path, capsys, no_model_load, case):
+    """Regression (issue 16): a damaged samples.jsonl on --resume gave "dipo probe: id" or a traceback. Only a cut
+    last line (an interrupted write, no line end) is dropped silently; anything else names the file and line."""
+    import shutil
+
+    out = tmp_path / "cut"
+    shutil.copytree(finished_shard, out)
+    lines = (out / "samples.jsonl").read_bytes().splitlines()
+    line, message = DAMAGED_LINES[case]
+    if line is None:
+        line = json.dumps({**json.loads(lines[2]), "sample": 9}).encode()
+    damaged = b"\n".join([*lines[:2], line, *lines[2:]]) + b"\n"
+    (out / "samples.jsonl").write_bytes(damaged)
+    assert _probe(tiny_model_dir, out, "--limit", "6", "--resume") == 2
+    err = _one_error_line(capsys)
+    assert f"{out / 'samples.jsonl'}: {message}" in err and "--overwrite" in err, err
+    assert len(err) < 600  # the line is not echoed
+    assert (out / "samples.jsonl").read_bytes() == damaged  # nothing lost
+
+
+def test_merge_refuses_a_shard_that_did_not_finish(finished_shard, tiny_model_dir, tmp_path, capsys, monkeypatch):
+    """Regression (issue 16): --merge took whatever an interrupted shard held. A shard is finished when its meta.json
+    says so (written last) and it holds every prompt it sampled."""
+    import dipo.probe as probe
+
+    b = tmp_path / "b"
+    calls = []
+    score = probe._score
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 3:  # during the second batch of 3 prompts
+            raise KeyboardInterrupt
+        return score(*args, **kwargs)
+
+    monkeypatch.setattr(probe, "_score", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _probe(tiny_model_dir, b, "--limit", "6", "--offset", "6")
+    monkeypatch.setattr(probe, "_score", score)
+    merged = tmp_path / "merged"
+    assert main(["probe", "--merge", str(finished_shard), str(b), "--output_dir", str(merged)]) == 2
+    assert f"probe shard '{b}' did not finish (3 of 6 prompts sampled); finish it with dipo probe --resume" in (
+        _one_error_line(capsys)
+    )
+    assert not merged.exists()
+    assert _probe(tiny_model_dir, b, "--limit", "6", "--offset", "6", "--resume") == 0
+    lines = (b / "samples.jsonl").read_text().splitlines()
+    (b / "samples.jsonl").write_text("\n".join(lines[:-K]) + "\n")  # a finished shard that lost a prompt
+    assert main(["probe", "--merge", str(finished_shard), str(b), "--output_dir", str(merged)]) == 2
+    assert "holds 5 complete prompts of the 6 it sampled" in _one_error_line(capsys)
+    (b / "samples.jsonl").write_text("\n".join(lines) + "\n")
+    assert main(["probe", "--merge", str(finished_shard), str(b), "--output_dir", str(merged)]) == 0
+    assert json.loads((merged / "meta.json").read_text())["complete"] is True
+    assert json.loads((merged / "probe.json").read_text())["result"]["num_prompts"] == 12

@@ -222,6 +222,42 @@ def test_hard_timeout_kills_and_replaces_the_worker(monkeypatch, watchdog) -> No
 
 
 @needs_math_verify
+def test_one_call_is_bounded_not_only_each_comparison(monkeypatch, watchdog) -> None:
+    """Regression (issue 16): 16 answers that each run into math-verify's 2 s step timeout (``99999!!``) took 32 s in
+    one reward call. The call has a budget; what is left when it is spent scores 0 and is counted."""
+    import dipo.tasks.math.verify as m
+    from dipo.tasks.math import MathAccuracyReward
+
+    assert m._call_budget(16) < 16 * m.VERIFY_STEP_TIMEOUT_S / 3  # the default budget of such a call (was 32 s)
+    monkeypatch.setattr(m, "VERIFY_CALL_BUDGET_S", 3.0)  # a shorter one keeps the test short
+    monkeypatch.setattr(m, "VERIFY_CALL_BUDGET_PER_PAIR_S", 0.0)
+    assert m.answers_equal("\\frac{2}{4}", "0.5")  # start the worker outside the timed call
+    completions = [f"\\boxed{{{99999 - i}!!}}" for i in range(16)]  # distinct: each is a comparison
+    before = m.verify_stats().get("over_budget", 0)
+    start = time.perf_counter()
+    rewards = MathAccuracyReward()(prompts=[""] * 16, completions=completions, answer=["7"] * 16)
+    seconds = time.perf_counter() - start
+    assert rewards == [0.0] * 16
+    assert seconds < 3.0 + 3.0, seconds  # the budget, plus killing the worker on a loaded machine (was 32 s)
+    assert m.verify_stats()["over_budget"] - before >= 16 - 3  # at most ~1.5 of them finished within 3 s
+    assert m.answers_equal("\\frac{2}{4}", "0.5")  # the next call gets a new worker and a new budget
+
+
+@needs_math_verify
+def test_the_call_budget_also_bounds_in_process_verification(monkeypatch) -> None:
+    import dipo.tasks.math.verify as m
+
+    monkeypatch.setattr(m, "VERIFY_IN_WORKER", False)
+    monkeypatch.setattr(m, "VERIFY_CALL_BUDGET_S", 0.0)
+    monkeypatch.setattr(m, "VERIFY_CALL_BUDGET_PER_PAIR_S", 0.0)
+    before = m.verify_stats().get("over_budget", 0)
+    assert not m.answers_equal("\\frac{1}{2}", "0.5")  # no time left: unanswered, counted as wrong
+    assert m.verify_stats()["over_budget"] == before + 1
+    monkeypatch.setattr(m, "VERIFY_CALL_BUDGET_S", 60.0)
+    assert m.answers_equal("\\frac{1}{2}", "0.5")
+
+
+@needs_math_verify
 def test_verifies_in_process_when_the_worker_cannot_start(monkeypatch, caplog, watchdog) -> None:
     import dipo.tasks.math.verify as m
 

@@ -121,6 +121,24 @@ def test_toolrl_correctness_hand_computed() -> None:
     assert toolrl_correctness([], []) == 1.0 and toolrl_correctness([{"f": {}}], []) == 0.0
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["(" * 65, ")" * 200 + "(" * 200, "[{" * 100, "-" * 80, "- " * 70, "'" + "(" * 100, '\\" (((' * 30],
+    ids=["65 (", "unbalanced", "brackets", "dashes", "signs", "quote inside", "escaped quote"],
+)
+def test_brackets_and_signs_inside_strings_are_not_nesting(value: str) -> None:
+    """Regression (issue 16): nesting was counted inside string literals, so a legal call whose string argument holds
+    more than 64 "(" (or a run of 64 signs) was no call and scored 0."""
+    gold = [{"f": {"text": [value]}}]
+    for text in (f"[f(text={value!r})]", f"[f(text={json.dumps(value)})]"):
+        assert parse_tool_calls(text).calls == [{"f": {"text": value}}], text
+        assert ToolRLReward()(prompts=[""], completions=[text], answer=[json.dumps(gold)], tools=["[]"]) == [1.0]
+    for quote in ('"""', "'''") if "\\" not in value else ():  # triple-quoted (escapes aside: Python's own rules)
+        assert parse_tool_calls(f"[f(text={quote}a{value}{quote})]").calls == [{"f": {"text": "a" + value}}]
+    assert parse_tool_calls("[f(text=g(" + "(" * 65 + "))]").calls is None  # outside a string: still refused
+    assert parse_tool_calls('[f(text="' + "(" * 65 + ")]").calls is None  # an unterminated string is no call
+
+
 def test_toolrl_reward_scales() -> None:
     completions = ["[math.hypot(x=4, y=5)]", "[math.hypot(x=4, y=6)]", "no call", "[other(x=1)]"]
     kwargs = {"answer": [json.dumps(GOLD)] * 4, "tools": [json.dumps(TOOLS)] * 4}

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dipo.cli.errors import non_negative_int, positive_int
+from dipo.cli.errors import non_negative_float, non_negative_int, positive_int, top_p_value
 from dipo.cli.options import add_option
 
 if TYPE_CHECKING:
@@ -59,8 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(
         parser, "-k", "--num_samples", type=positive_int, default=None, help="samples per problem (math 8, toolcall 1)"
     )
-    parser.add_argument("--temperature", type=float, default=None, help="math 0.6; toolcall 0 (greedy)")
-    add_option(parser, "--top_p", type=float, default=0.95)
+    parser.add_argument("--temperature", type=non_negative_float, default=None, help="math 0.6; toolcall 0 (greedy)")
+    add_option(parser, "--top_p", type=top_p_value, default=0.95, help="nucleus sampling mass, in (0, 1]")
     add_option(parser, "--max_new_tokens", type=positive_int, default=None, help="math 1024, toolcall 256")
     add_option(parser, "--batch_size", type=positive_int, default=4, help="prompts per generate call (x k sequences)")
     parser.add_argument("--seed", type=int, default=0)

@@ -22,8 +22,21 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
+from typing import Any
 
+from dipo.cli.errors import (
+    Range,
+    confidence_value,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    top_p_value,
+)
 from dipo.cli.options import add_option
+
+#: ``-k``: the probe samples groups, as training does (G >= 2).
+GROUP_SIZE = Range(low=2, integer=True)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,18 +52,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "benchmark (gsm8k, math500, ...) or BFCL category, or a file / Hub id (default: the task's)",
     )
     add_option(parser, "--split", default=None, help="split (nl_arithmetic / arithmetic: train, heldout; files)")
-    add_option(parser, "-k", "--num_samples", type=int, default=None, help="samples per prompt (default 8)")
-    add_option(parser, "--limit", type=int, default=128, help="number of prompts (default 128)")
-    add_option(parser, "--offset", type=int, default=0, help="skip the first N prompts (to shard a probe)")
-    add_option(parser, "--temperature", type=float, default=1.0, help="sampling temperature (TRL's default 1.0)")
-    add_option(parser, "--top_p", type=float, default=1.0, help="nucleus sampling (TRL's default 1.0)")
-    add_option(parser, "--max_new_tokens", type=int, default=None, help="max response tokens (default: the task's)")
+    add_option(
+        parser, "-k", "--num_samples", type=GROUP_SIZE.parse, default=None, help="samples per prompt, >= 2 (default 8)"
+    )
+    add_option(parser, "--limit", type=positive_int, default=128, help="number of prompts (default 128)")
+    add_option(
+        parser, "--offset", type=non_negative_int, default=0, help="skip the first N prompts (to shard a probe)"
+    )
+    add_option(
+        parser, "--temperature", type=positive_float, default=1.0, help="sampling temperature, > 0 (TRL's default 1.0)"
+    )
+    add_option(
+        parser, "--top_p", type=top_p_value, default=1.0, help="nucleus sampling, in (0, 1] (TRL's default 1.0)"
+    )
+    add_option(
+        parser, "--max_new_tokens", type=positive_int, default=None, help="max response tokens (default: the task's)"
+    )
     add_option(parser, "--chat_template", choices=["auto", "yes", "no"], default="auto")
-    add_option(parser, "--batch_size", type=int, default=4, help="prompts per generate call (x k sequences)")
+    add_option(parser, "--batch_size", type=positive_int, default=4, help="prompts per generate call (x k sequences)")
     add_option(parser, "--seed", type=int, default=0, help="seed of the prompts (generated tasks) and the sampler")
     add_option(parser, "--dtype", default="auto", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, ...")
     add_option(parser, "--device", default=None)
-    add_option(parser, "--threads", type=int, default=None, help="torch CPU threads")
+    add_option(parser, "--threads", type=positive_int, default=None, help="torch CPU threads")
     add_option(
         parser,
         "--truncated",
@@ -62,18 +85,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(
         parser,
         "--judgment_confidence",
-        type=float,
+        type=confidence_value,
         default=0.95,
-        help="Wilson confidence of the judgment; 0 = point estimates",
+        help="Wilson confidence of the judgment, in (0, 1); 0 = point estimates",
     )
     add_option(
         parser,
         "--batch_prompts",
-        type=int,
+        type=non_negative_int,
         default=8,
         help="prompts per simulated training step in the DiPO replay (0: off)",
     )
-    add_option(parser, "--length_bins", type=int, default=3, help="response-length bins of the split by length")
+    add_option(
+        parser, "--length_bins", type=positive_int, default=3, help="response-length bins of the split by length"
+    )
     add_option(parser, "--output_dir", default="probe_results")
     add_option(parser, "--overwrite", action="store_true", help="replace an existing probe in --output_dir")
     add_option(parser, "--resume", action="store_true", help="continue an unfinished probe in --output_dir")
@@ -89,13 +114,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
+    """Every option, the model folder and ``--output_dir`` are checked before the model is loaded and before a file
+    is written; bad input is one line on stderr, exit code 2."""
+    from dipo.cli.errors import INPUT_ERRORS, check_model_source, check_writable_dir, describe_error
     from dipo.probe import AnalysisConfig, merge_probes, run_probe
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     try:
         analysis = AnalysisConfig(
             truncated=args.truncated,
@@ -108,31 +132,15 @@ def run(args: argparse.Namespace) -> int:
         else:
             if not args.model:
                 raise ValueError("--model is required (a folder, a Hub id or 'smollm2-135m-instruct')")
-            out = run_probe(
-                model=args.model,
-                task=args.task,
-                output_dir=args.output_dir,
-                dataset=args.dataset,
-                split=args.split,
-                k=args.num_samples,
-                limit=args.limit,
-                offset=args.offset,
-                temperature=args.temperature,
-                top_p=args.top_p,
-                max_new_tokens=args.max_new_tokens,
-                chat_template={"auto": None, "yes": True, "no": False}[args.chat_template],
-                batch_size=args.batch_size,
-                seed=args.seed,
-                dtype=args.dtype,
-                device=args.device,
-                overwrite=args.overwrite,
-                resume=args.resume,
-                analysis=analysis,
-                show_progress=not args.no_progress,
-            )
-    except (ValueError, KeyError, FileExistsError, FileNotFoundError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"dipo probe: {message}", file=sys.stderr)
+            check_model_source(args.model)
+            check_writable_dir(Path(args.output_dir).expanduser(), "--output_dir")
+            if args.threads:
+                import torch
+
+                torch.set_num_threads(args.threads)
+            out = run_probe(**_probe_options(args), analysis=analysis)
+    except INPUT_ERRORS as err:
+        print(f"dipo probe{' --merge' if args.merge else ''}: {describe_error(err)}", file=sys.stderr)
         return 2
     from dipo.probe.report import verdict
 
@@ -141,3 +149,28 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps({key: result.get(key) for key in ("accuracy", "threshold_ppl", "auroc", "groups")}, indent=1))
     print(f"report written to {args.output_dir}/probe.md (probe.json, samples.jsonl, ppl_hist*.png)")
     return 0
+
+
+def _probe_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of :func:`dipo.probe.run_probe` (``analysis`` aside) from the command line."""
+    return {
+        "model": args.model,
+        "task": args.task,
+        "output_dir": Path(args.output_dir).expanduser(),
+        "dataset": args.dataset,
+        "split": args.split,
+        "k": args.num_samples,
+        "limit": args.limit,
+        "offset": args.offset,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "max_new_tokens": args.max_new_tokens,
+        "chat_template": {"auto": None, "yes": True, "no": False}[args.chat_template],
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "dtype": args.dtype,
+        "device": args.device,
+        "overwrite": args.overwrite,
+        "resume": args.resume,
+        "show_progress": not args.no_progress,
+    }

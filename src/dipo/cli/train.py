@@ -133,11 +133,23 @@ def _given(argv: list[str], name: str) -> bool:
     if any(a == f"--{name}" or a.startswith(f"--{name}=") for a in argv):
         return True
     if "--config" in argv and argv.index("--config") + 1 < len(argv):
-        import yaml
-
-        with open(argv[argv.index("--config") + 1], encoding="utf-8") as handle:
-            return name in (yaml.safe_load(handle) or {})
+        return name in read_config(argv[argv.index("--config") + 1])
     return False
+
+
+def read_config(path: str) -> dict[str, Any]:
+    """The options of a ``--config`` YAML file; ``ValueError`` naming the file (and the line) if it is not UTF-8
+    YAML, nests too deeply or is not a mapping of options."""
+    from dipo.fileio import load_yaml
+
+    config = load_yaml(path)
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise ValueError(
+            f"config file {path!r} holds a YAML {type(config).__name__}; it must map option names to values"
+        )
+    return config
 
 
 def parse(argv: list[str]) -> tuple[TaskArguments, Any, Any]:
@@ -152,6 +164,61 @@ def parse(argv: list[str]) -> tuple[TaskArguments, Any, Any]:
         argv += ["--bf16", "false"]
     task_args, training_args, model_args = build_parser().parse_args_and_config(args=argv)
     return task_args, training_args, model_args
+
+
+def _numeric_rules() -> dict[str, Any]:
+    """Valid values of the numeric TRL / transformers options (unset ``None`` values are not checked), in the rule
+    type that ``dipo eval`` and ``dipo probe`` check their options with (:class:`dipo.cli.errors.Range`)."""
+    from dipo.cli.errors import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_OPEN_LOW, Range
+
+    return {
+        "per_device_train_batch_size": POSITIVE_INT,
+        "per_device_eval_batch_size": POSITIVE_INT,
+        "gradient_accumulation_steps": POSITIVE_INT,
+        "num_generations": Range(low=2, integer=True),
+        "max_completion_length": POSITIVE_INT,
+        "steps_per_generation": POSITIVE_INT,
+        "generation_batch_size": POSITIVE_INT,
+        "num_iterations": POSITIVE_INT,
+        "max_steps": Range(low=1, integer=True, also=(-1,)),
+        "learning_rate": NON_NEGATIVE,
+        "temperature": POSITIVE,
+        "top_p": UNIT_OPEN_LOW,
+        "top_k": NON_NEGATIVE_INT,
+        "min_p": Range(low=0, high=1),
+        "repetition_penalty": POSITIVE,
+        "beta": NON_NEGATIVE,
+        "epsilon": NON_NEGATIVE,
+        "epsilon_high": NON_NEGATIVE,
+        "delta": POSITIVE,
+        "weight_decay": NON_NEGATIVE,
+        "max_grad_norm": NON_NEGATIVE,
+        "warmup_ratio": Range(low=0, high=1),
+        "warmup_steps": NON_NEGATIVE,
+        "adam_beta1": Range(low=0, high=1, high_open=True),
+        "adam_beta2": Range(low=0, high=1, high_open=True),
+        "adam_epsilon": NON_NEGATIVE,
+        "logging_steps": POSITIVE,
+        "save_steps": POSITIVE,
+        "dataloader_num_workers": NON_NEGATIVE_INT,
+    }
+
+
+def check_numeric_options(training_args: Any) -> None:
+    """``ValueError`` "<option> must be ..., got ..." for a numeric option that would fail after the model is
+    loaded, crash, or train nothing (``--per_device_train_batch_size 0``, ``--learning_rate -1``, ``--temperature
+    0``, ``--num_train_epochs 0`` without ``--max_steps``); called right after parsing, before anything is loaded."""
+    for name, rule in _numeric_rules().items():
+        rule.check(getattr(training_args, name, None), name)
+    if training_args.max_steps == -1:
+        from dipo.cli.errors import POSITIVE
+
+        epochs = training_args.num_train_epochs
+        if POSITIVE.problem(epochs):
+            raise ValueError(
+                f"num_train_epochs {POSITIVE.problem(epochs)} (with max_steps unset, it sets the length of the run); "
+                "set num_train_epochs > 0 or max_steps >= 1"
+            )
 
 
 def load_task_rows(task_args: TaskArguments) -> list[Any]:
@@ -291,7 +358,10 @@ def run(args: argparse.Namespace) -> int:
         if args.config and not os.path.isfile(args.config):
             what = "is a folder" if os.path.isdir(args.config) else "does not exist"
             raise FileNotFoundError(f"config file {args.config!r} {what}; give a YAML file of options")
+        if args.config:
+            read_config(args.config)  # checked before TRL reads it: errors name the file and line
         task_args, training_args, model_args = parse(argv)
+        check_numeric_options(training_args)
         if not model_args.model_name_or_path:
             raise ValueError("no model: set model_name_or_path (a folder, a Hub id or 'smollm2-135m-instruct')")
         from dipo.cli.errors import check_model_source, check_writable_dir, model_load_error

@@ -27,6 +27,7 @@ import torch
 
 from dipo.evaluation.generation import Generations, SamplingConfig, generate
 from dipo.evaluation.metrics import aggregate
+from dipo.fileio import iter_json_lines, read_json
 from dipo.tasks.data import TaskRow
 
 logger = logging.getLogger(__name__)
@@ -192,10 +193,7 @@ def _read_shard_results(directory: Path) -> dict[str, Any]:
     path = directory / "results.json"
     if not directory.is_dir():
         raise FileNotFoundError(f"shard folder {str(directory)!r} does not exist")
-    try:
-        shard = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    shard = read_json(path)  # errors name the file (and line)
     if not isinstance(shard, dict) or not {"task", "sampling", "benchmarks", "seconds"} <= set(shard):
         raise ValueError(f"{path}: not a dipo eval results.json (needs task, sampling, benchmarks, seconds)")
     if not shard["benchmarks"]:
@@ -206,13 +204,7 @@ def _read_shard_results(directory: Path) -> dict[str, Any]:
 def _read_samples(path: Path) -> list[dict[str, Any]]:
     """The records of a ``samples.jsonl``; a broken line is reported with its number."""
     records = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: line {lineno} is not valid JSON ({err})") from err
+    for lineno, record in iter_json_lines(path):  # a line that is not UTF-8 JSON: an error naming it
         if not isinstance(record, dict) or "benchmark" not in record:
             raise ValueError(f"{path}: line {lineno} is not a dipo eval sample record")
         records.append(record)

@@ -12,8 +12,6 @@ field name cannot silently drop the whole dataset.
 
 from __future__ import annotations
 
-import gzip
-import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -109,30 +107,32 @@ def normalize_prompt(value: Any, source: str, index: int, field_name: str) -> li
 # Reading sources
 
 
-def _read_json_lines(path: Path) -> list[dict[str, Any]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    rows = []
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise DataFieldError(str(path), f"line {lineno}", "<json>", f"not valid JSON: {err}") from err
-    return rows
+def _read_json_lines(path: Path, lines: list[bytes] | None = None) -> list[dict[str, Any]]:
+    """Rows of a JSON-lines file; a line that is not UTF-8 JSON (or nests too deeply) raises :class:`DataFieldError`
+    naming the file and the line."""
+    from dipo.fileio import FileFormatError, iter_json_lines
+
+    try:
+        return [row for _, row in iter_json_lines(path, lines)]
+    except FileFormatError as err:
+        raise DataFieldError(str(path), f"line {err.line}", "<json>", err.problem) from None
 
 
 def _read_file(path: Path) -> list[dict[str, Any]]:
+    from dipo.fileio import FileFormatError, decode_utf8, parse_json, read_lines
+
     name = path.name.lower()
     if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
         return _read_json_lines(path)
     if name.endswith(".json"):
-        text = path.read_text(encoding="utf-8")
+        lines, _ = read_lines(path)
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError:
-            return _read_json_lines(path)  # JSON lines saved with a .json suffix (as BFCL does)
+            text = decode_utf8(path.read_bytes(), str(path))
+            data = parse_json(text, str(path))
+        except FileFormatError as err:
+            if err.problem.startswith("not valid JSON") and len(lines) > 1:
+                return _read_json_lines(path, lines)  # JSON lines saved with a .json suffix (as BFCL does)
+            raise DataFieldError(str(path), f"line {err.line or 1}", "<json>", err.problem) from None
         if isinstance(data, dict):
             for key in ("data", "rows", "train", "test"):
                 if isinstance(data.get(key), list):

@@ -50,7 +50,9 @@ _THINGS = ("apples", "pencils", "marbles", "cookies", "stickers", "books", "coin
 _WORD_ADD = "{name} has {a} {thing} and gets {b} more. How many {thing} does {name} have now?"
 _WORD_SUB = "{name} has {a} {thing} and gives away {b}. How many {thing} does {name} have left?"
 
-_INT = re.compile(r"-?\d[\d,]*")
+#: An integer: digits with proper thousands grouping (``1,234``, ``12,345,678``) or plain digits. A comma elsewhere
+#: separates numbers ("1,2" is 1 and 2, not 12).
+_INT = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)")
 
 
 @dataclass(frozen=True)
@@ -166,11 +168,12 @@ MAX_INT_DIGITS = 64
 
 
 def extract_last_integer(text: str) -> int | None:
-    """The last integer in ``text`` (thousands separators allowed: ``1,234``), or ``None`` if there is none."""
+    """The last integer in ``text`` (thousands separators allowed in proper groups of three: ``1,234``; "1,2" is the
+    two integers 1 and 2), or ``None`` if there is none."""
     matches = _INT.findall(text)
     if not matches:
         return None
-    token = matches[-1].rstrip(",").replace(",", "")
+    token = matches[-1].replace(",", "")
     if len(token) > MAX_INT_DIGITS:  # model output: never convert an unbounded digit string
         return None
     try:

@@ -41,6 +41,13 @@ logger = logging.getLogger(__name__)
 #: it the worker is killed (and restarted for the next comparison), the answer counts as wrong (reward 0), and the
 #: timeout is counted (:func:`verify_stats`) and logged.
 VERIFY_TIMEOUT_S = 5.0
+#: Wall-clock budget (seconds) of one call (one batch of comparisons, e.g. one reward call): VERIFY_CALL_BUDGET_S plus
+#: VERIFY_CALL_BUDGET_PER_PAIR_S per comparison in the batch. Comparisons still unanswered when it is spent count as
+#: wrong (reward 0), are counted (``over_budget`` in :func:`verify_stats`) and logged, so that a batch of slow answers
+#: (16 factorials that each run into the 2 s step timeout) cannot hold a training step for minutes. Starting the
+#: worker process is not counted.
+VERIFY_CALL_BUDGET_S = 6.0
+VERIFY_CALL_BUDGET_PER_PAIR_S = 0.1
 #: math-verify's own timeout (whole seconds) for each parse / verify step inside the worker: it ends slow sympy work
 #: without killing the worker. Two steps (parse the prediction, verify) fit within VERIFY_TIMEOUT_S.
 VERIFY_STEP_TIMEOUT_S = 2
@@ -76,11 +83,26 @@ def _report(key: str, what: str, gold: str, pred: str | None) -> None:
                        what, pred, gold, key, n)  # fmt: skip
 
 
+def _call_budget(num_pairs: int) -> float:
+    """Seconds one batch of ``num_pairs`` comparisons may take (VERIFY_CALL_BUDGET_S and _PER_PAIR_S)."""
+    return VERIFY_CALL_BUDGET_S + VERIFY_CALL_BUDGET_PER_PAIR_S * num_pairs
+
+
+def _report_over_budget(unanswered: int, total: int) -> None:
+    """Count ``unanswered`` comparisons of a batch of ``total`` left when the call's budget was spent; log it."""
+    n = _count("over_budget", unanswered)
+    logger.warning(
+        "math-verify: the batch of %d comparisons spent its %.1f s budget; %d unanswered counted as wrong "
+        "[over_budget: %d so far]", total, _call_budget(total), unanswered, n
+    )  # fmt: skip
+
+
 def verify_stats() -> dict[str, int]:
     """Counters of this process's bounded verification: ``compared`` (comparisons sent to the worker),
     ``timeouts`` (past VERIFY_TIMEOUT_S: worker killed), ``step_timeouts`` (math-verify's own VERIFY_STEP_TIMEOUT_S
     ended a parse or verification), ``crashes`` (the worker died twice on one comparison), ``errors`` (math-verify
-    raised) — all four counted as wrong answers —, ``screened`` (answers too long or building huge numbers: compared
+    raised), ``over_budget`` (left unanswered when a batch spent its budget, VERIFY_CALL_BUDGET_S) — all five
+    counted as wrong answers —, ``screened`` (answers too long or building huge numbers: compared
     as strings only), ``worker_starts``, and ``in_process`` (comparisons run in this process because
     VERIFY_IN_WORKER is off or the worker could not start)."""
     with _stats_lock:
@@ -387,21 +409,29 @@ class _MathVerifyWorker:
 
     def compare(self, pairs: list[tuple[str, str | None]]) -> list[int | None]:
         """The :func:`_compare` code of every pair, computed in the worker; None where the comparison ran out of
-        time (VERIFY_TIMEOUT_S) or the worker died twice on it."""
+        time (VERIFY_TIMEOUT_S), the call's budget (:func:`_call_budget`) was spent, or the worker died twice on
+        it."""
         with self._lock:
             if self._owner_pid != os.getpid():  # forked child: the pipes belong to the parent's worker
                 self._proc = self._requests = self._results = None
             codes: list[int | None] = []
             died_once = False
+            deadline = time.monotonic() + _call_budget(len(pairs))
             while len(codes) < len(pairs):
                 if self._proc is None:
+                    started = time.monotonic()
                     self._start()
+                    deadline += time.monotonic() - started  # starting the worker is not the answers' time
                 pending = pairs[len(codes) :]
                 try:
                     self._requests.send(pending)
                     for gold, pred in pending:
-                        if not self._results.poll(VERIFY_TIMEOUT_S):
+                        wait = min(VERIFY_TIMEOUT_S, deadline - time.monotonic())
+                        if not self._results.poll(max(wait, 0.0)):
                             self._stop()
+                            if wait < VERIFY_TIMEOUT_S:  # the call's budget is spent: the rest count as wrong
+                                _report_over_budget(len(pairs) - len(codes), len(pairs))
+                                return codes + [None] * (len(pairs) - len(codes))
                             _report(
                                 "timeouts", f"took more than {VERIFY_TIMEOUT_S:.1f} s (worker restarted)", gold, pred
                             )
@@ -448,7 +478,14 @@ def _compare_many(pairs: list[tuple[str, str | None]]) -> list[int | None]:
             _worker_failure = str(err)
             logger.error("%s; verifying in this process, bounded only in the main thread", err)
     _count("in_process", len(pairs))
-    return [_compare(gold, pred) for gold, pred in pairs]
+    deadline = time.monotonic() + _call_budget(len(pairs))
+    codes: list[int | None] = []
+    for gold, pred in pairs:
+        if time.monotonic() >= deadline:
+            _report_over_budget(len(pairs) - len(codes), len(pairs))
+            return codes + [None] * (len(pairs) - len(codes))
+        codes.append(_compare(gold, pred))
+    return codes
 
 
 def _judge_answers(pairs: list[tuple[str, str | None]], wheres: list[str]) -> list[bool]:

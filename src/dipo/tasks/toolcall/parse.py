@@ -133,11 +133,56 @@ def _call_from_ast(node: ast.Call) -> Call:
 
 
 _BRACKET_RE = re.compile(r"[][(){}]")
+_QUOTE_RE = re.compile(r"['\"]")
+#: What can end or escape a string literal, by its opening quote (a one-line string also ends, unterminated, at a
+#: line end).
+_STRING_STOP_RE = {
+    "'": re.compile(r"['\\\n]"),
+    '"': re.compile(r'["\\\n]'),
+    "'''": re.compile(r"['\\]"),
+    '"""': re.compile(r'["\\]'),
+}
+
+
+def _string_end(text: str, pos: int, quote: str) -> int | None:
+    """Index just after the string literal whose body starts at ``pos`` (opened by ``quote``); None if it is not
+    terminated. Linear: every step moves past the character found."""
+    stop = _STRING_STOP_RE[quote]
+    while (hit := stop.search(text, pos)) is not None:
+        char, at = hit.group(), hit.start()
+        if char == "\\":
+            pos = at + 2  # an escaped character
+        elif char == "\n":
+            return None
+        elif text.startswith(quote, at):
+            return at + len(quote)
+        else:
+            pos = at + 1  # a lone quote inside a triple-quoted string
+    return None
+
+
+def _code_outside_strings(text: str) -> str:
+    """``text`` with every string literal emptied (``f(a="((")`` → ``f(a="")``): brackets and signs inside a string
+    are characters of a value, not nesting. An unterminated string runs to the end (Python's parser refuses it).
+    One linear pass (string prefixes such as ``r`` stay as code)."""
+    out, pos = [], 0
+    while (match := _QUOTE_RE.search(text, pos)) is not None:
+        start = match.start()
+        quote = text[start] * 3 if text.startswith(text[start] * 3, start) else text[start]
+        out.append(text[pos:start] + '""')
+        end = _string_end(text, start + len(quote), quote)
+        if end is None:
+            return "".join(out)
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def _check_nesting(text: str) -> None:
-    """``ValueError`` if ``text`` nests brackets, or chains signs (``- - -1``), deeper than :data:`MAX_NESTING`:
-    checked in one pass before Python's parser, which fails on those with MemoryError or RecursionError."""
+    """``ValueError`` if ``text`` nests brackets, or chains signs (``- - -1``), deeper than :data:`MAX_NESTING`
+    outside its string literals: checked in one pass before Python's parser, which fails on those with MemoryError
+    or RecursionError."""
+    text = _code_outside_strings(text)
     depth = 0
     for match in _BRACKET_RE.finditer(text):
         depth = depth + 1 if match.group() in "([{" else max(depth - 1, 0)
