@@ -60,17 +60,21 @@ RANDOM_SELECTION = Method(
     description="DiPO, but BRR moves a uniformly random valid response of the same groups (does max-PPL matter?)",
 )
 
+DS_OVERRIDES: dict[str, Any] = {"dynamic_sampling": True, "max_generation_rounds": 10}
+"""Dynamic sampling as DAPO's recipe runs it (verl ``max_num_gen_batches=10``): the batch is (almost) always filled
+with kept groups, so the arms test dynamic sampling itself, not the trainer's cheaper default cap of 3 rounds."""
+
 DYNAMIC_SAMPLING = [
     Method(
         "dapo-ds",
         "dapo",
-        {"dynamic_sampling": True},
+        DS_OVERRIDES,
         description="DAPO with dynamic sampling (the paper's base method; DiPOConfig.dynamic_sampling)",
     ),
     Method(
         "dipo-ds",
         "dipo",
-        {"dynamic_sampling": True},
+        DS_OVERRIDES,
         description="DiPO with DiPO-aware dynamic sampling (zero-variance groups dropped unless BRR reallocated them)",
     ),
 ]
