@@ -12,7 +12,7 @@ pytest.importorskip("trl")
 
 from dipo.core import groups_to_keep
 from dipo.integrations.trl import DiPOConfig, DiPOTrainer
-from dipo.integrations.trl._dynamic_sampling import Selection, assemble, refill_rows, select_groups
+from dipo.integrations.trl._dynamic_sampling import Selection, assemble, check_batch_keys, refill_rows, select_groups
 from trl_helpers import build_dataset, build_tiny_model_dir, kind_reward, load_tiny, tiny_grpo_kwargs
 
 G = 4
@@ -59,6 +59,13 @@ def test_refill_rows_are_reproducible_groups_of_distinct_prompts():
     state = torch.get_rng_state()
     refill_rows(10, 3, G, (1, 2, 3, 4))
     assert torch.equal(state, torch.get_rng_state())  # the global RNG is never drawn from
+
+
+def test_multimodal_batches_are_refused():
+    text = {"prompt_ids": 0, "completion_mask": 0, "advantages": 0, "num_items_in_batch": 0}
+    check_batch_keys(text)
+    with pytest.raises(ValueError, match=r"\['pixel_values'\]"):
+        check_batch_keys({**text, "pixel_values": 0})
 
 
 def test_config_validates_the_options(tmp_path):
