@@ -159,3 +159,43 @@ def test_demo_config_device_defaults_to_cpu_and_keeps_cpu_run_keys():
     legacy = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
     assert cfg.run_key() == legacy
     assert replace(cfg, device="cuda").run_key() != cfg.run_key()
+
+
+def test_dynamic_sampling_arms_build_and_run(tmp_path):
+    """`dapo-ds` / `dipo-ds` (docs/results/regimes-ds.md) are the trainer's `dynamic_sampling` option on the DAPO /
+    DiPO presets, outside every default method set, and run through the demo runner (2 steps, untrained model: every
+    group is all-wrong, so the cap may be reached and the batch filled)."""
+    from dipo.demo.methods import ABLATIONS, BASELINES, CONTROLS, MAIN, REGISTRY
+    from dipo.demo.runner import DemoConfig, run_one
+    from dipo.reports.demo_report import ds_cost_table
+
+    defaults = {m.name for m in [*MAIN, *ABLATIONS, *BASELINES]} | set(CONTROLS) | set(DemoConfig().methods)
+    assert not {"dapo-ds", "dipo-ds"} & defaults
+    assert (REGISTRY["dapo-ds"].preset, REGISTRY["dipo-ds"].preset) == ("dapo", "dipo")
+    assert REGISTRY["dipo-ds"].overrides == {"dynamic_sampling": True, "max_generation_rounds": 10}
+
+    tokenizer = build_tokenizer()
+    spec = ModelSpec(num_hidden_layers=1)
+    warm = tmp_path / "warm"
+    build_model(spec, tokenizer, seed=0).save_pretrained(warm)
+    tokenizer.save_pretrained(warm)
+    cfg = replace(
+        DemoConfig.for_regime("explore").quick(),
+        model=spec,
+        steps=2,
+        prompts_per_step=4,
+        num_generations=4,
+        eval_every=2,
+        eval_per_level=2,
+        final_eval_per_level=2,
+        k=2,
+        ppl_window=1,
+    )
+    runs = []
+    for name in ("dapo-ds", "dipo-ds"):
+        record = run_one(cfg, REGISTRY[name], 0, str(warm), str(tmp_path / "out"))
+        rounds = [row["dipo/ds_rounds"] for row in record["history"]]
+        assert len(rounds) == 2 and all(1 <= r <= 10 for r in rounds)
+        runs.append(record)
+    table = ds_cost_table({"runs": runs, "methods": {"dapo-ds": {}, "dipo-ds": {}}})
+    assert "| dapo-ds | 1 |" in table and "| dipo-ds | 1 |" in table

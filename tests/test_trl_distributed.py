@@ -15,6 +15,7 @@ pytest.importorskip("trl")
 
 from dipo.core import DiPO
 from dipo.integrations.trl import DiPOConfig
+from dipo.integrations.trl._dynamic_sampling import select_groups
 from trl_helpers import build_tiny_model_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
@@ -22,7 +23,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 SCRIPT = Path(__file__).parent / "scripts" / "trl_dipo_ddp.py"
 
 
-def launch(model_dir: Path, out_dir: Path) -> None:
+def launch(model_dir: Path, out_dir: Path, *extra: str) -> None:
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
     if accelerate is None:
         pytest.skip("the accelerate launcher is not installed")
@@ -30,7 +31,7 @@ def launch(model_dir: Path, out_dir: Path) -> None:
     # accelerate 1.15 runs `--cpu` jobs through its single-process launcher (several CPU processes need mpirun), so
     # use its torchrun launcher; the script's `use_cpu=True` makes accelerate set up gloo on CPU.
     cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
-           "no", "--dynamo_backend", "no", str(SCRIPT), str(model_dir), str(out_dir)]  # fmt: skip
+           "no", "--dynamo_backend", "no", str(SCRIPT), str(model_dir), str(out_dir), *extra]  # fmt: skip
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=480)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
 
@@ -69,3 +70,36 @@ def test_two_processes_take_the_same_decisions_as_one(tmp_path):
     assert extreme_groups > 0 and reallocated > 0, "no extreme group was reallocated: the test would be vacuous"
     for x, y in zip(ranks[0]["queue"]["queue"]["log_ppl"], ranks[1]["queue"]["queue"]["log_ppl"], strict=True):
         assert torch.equal(x, y)  # identical PPL queue on both ranks
+
+
+def test_two_processes_keep_the_same_groups_under_dynamic_sampling(tmp_path):
+    """Dynamic sampling with a group spanning both processes: every rank takes the same keep decisions and rounds,
+    and the two local batches together are the first kept groups of the gathered rounds, in order."""
+    model_dir = build_tiny_model_dir(tmp_path / "tiny", seed=0)
+    launch(model_dir, tmp_path / "out", "ds")
+    ranks = [torch.load(tmp_path / "out" / f"rank{i}.pt", weights_only=False) for i in range(2)]
+    steps0, steps1 = ranks[0]["ds_steps"], ranks[1]["ds_steps"]
+    assert len(steps0) == len(steps1) == 3
+    refilled = 0
+    for a, b in zip(steps0, steps1, strict=True):
+        assert len(a["rounds"]) == len(b["rounds"])
+        for ra, rb in zip(a["rounds"], b["rounds"], strict=True):
+            assert torch.equal(ra["keep"], rb["keep"]) and torch.equal(ra["kept_by_brr"], rb["kept_by_brr"])
+            for key in ra["rows"]:
+                assert torch.equal(ra["rows"][key], rb["rows"][key]), key  # the same gathered round everywhere
+            # independent check: a group is kept iff it carries a learning signal (a non-zero final advantage)
+            signal = ra["rows"]["advantages"].view(-1, 4).ne(0).any(dim=1)
+            assert torch.equal(ra["keep"], signal)
+        refilled += len(a["rounds"]) > 1
+        selection = select_groups([r["keep"] for r in a["rounds"]], 3)
+        final = {k: torch.cat([a["output"][k], b["output"][k]]) for k in ("completion_ids", "advantages")}
+        assert final["completion_ids"].size(0) == 12  # 3 groups of 4, TRL's shape
+        for slot, (r, g) in enumerate(selection.kept):
+            source = a["rounds"][r]["rows"]
+            expected = source["completion_ids"][g * 4 : (g + 1) * 4]
+            assert torch.equal(final["completion_ids"][slot * 4 : (slot + 1) * 4, : expected.size(1)], expected)
+            assert torch.equal(
+                final["advantages"][slot * 4 : (slot + 1) * 4], source["advantages"][g * 4 : (g + 1) * 4]
+            )
+        assert torch.equal(a["output"]["num_items_in_batch"], b["output"]["num_items_in_batch"])
+    assert refilled > 0, "no refill round: the test would be vacuous"

@@ -1,8 +1,9 @@
 """Run DiPOTrainer in 2 CPU processes (gloo) under ``accelerate launch`` and dump every rank's DiPO decisions.
 
-Usage: accelerate launch --multi_gpu --num_processes 2 tests/scripts/trl_dipo_ddp.py MODEL_DIR OUT_DIR (CPU, gloo)
-Writes OUT_DIR/rank{i}.pt with, per training batch, the gathered inputs of dipo.core, its decisions and the local
-advantages before/after DiPO. Used by tests/test_trl_distributed.py.
+Usage: accelerate launch --multi_gpu --num_processes 2 tests/scripts/trl_dipo_ddp.py MODEL_DIR OUT_DIR [ds]
+(CPU, gloo). Writes OUT_DIR/rank{i}.pt with, per training batch, the gathered inputs of dipo.core, its decisions and
+the local advantages before/after DiPO; with ``ds`` (dynamic sampling on), also every round's keep decision and
+global rows and the final local batch. Used by tests/test_trl_distributed.py.
 """
 
 from __future__ import annotations
@@ -19,7 +20,24 @@ from dipo.testing import build_dataset, kind_reward, load_tiny, tiny_grpo_kwargs
 class RecordingTrainer(DiPOTrainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.records = []
+        self.records, self.ds_steps, self._rounds = [], [], []
+
+    def _ds_keep(self, rewards_per_func):
+        keep, kept_by_brr = super()._ds_keep(rewards_per_func)
+        self._rounds.append({"keep": keep.cpu(), "kept_by_brr": kept_by_brr.cpu()})
+        return keep, kept_by_brr
+
+    def _ds_gather_rows(self, output):
+        gathered = super()._ds_gather_rows(output)
+        self._rounds[-1]["rows"] = {k: v.cpu() for k, v in gathered.items()}
+        return gathered
+
+    def _dynamic_sampling(self, inputs):
+        self._rounds = []
+        output = super()._dynamic_sampling(inputs)
+        local = {k: v.cpu() for k, v in output.items()}
+        self.ds_steps.append({"rounds": self._rounds, "output": local})
+        return output
 
     def _apply_dipo(self, output, rewards_per_func):
         super()._apply_dipo(output, rewards_per_func)
@@ -41,7 +59,7 @@ class RecordingTrainer(DiPOTrainer):
         )
 
 
-def main(model_dir: str, out_dir: str) -> None:
+def main(model_dir: str, out_dir: str, mode: str = "") -> None:
     model, tokenizer = load_tiny(model_dir)
     # 2 processes x 6 rows = 12 rows = 3 prompts x G=4: the middle group spans both processes.
     config = DiPOConfig(
@@ -53,6 +71,7 @@ def main(model_dir: str, out_dir: str) -> None:
             mask_truncated_completions=False,
             dipo_judgment=False,
             preset="dipo",
+            dynamic_sampling=mode == "ds",
         )
     )
     trainer = RecordingTrainer(
@@ -69,10 +88,11 @@ def main(model_dir: str, out_dir: str) -> None:
             "records": trainer.records,
             "world_size": trainer.accelerator.num_processes,
             "queue": trainer.dipo.state_dict(),
+            "ds_steps": trainer.ds_steps,
         },
         Path(out_dir) / f"rank{rank}.pt",
     )
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main(*sys.argv[1:4])

@@ -60,12 +60,32 @@ RANDOM_SELECTION = Method(
     description="DiPO, but BRR moves a uniformly random valid response of the same groups (does max-PPL matter?)",
 )
 
+DS_OVERRIDES: dict[str, Any] = {"dynamic_sampling": True, "max_generation_rounds": 10}
+"""Dynamic sampling as DAPO's recipe runs it (verl ``max_num_gen_batches=10``): the batch is (almost) always filled
+with kept groups, so the arms test dynamic sampling itself, not the trainer's cheaper default cap of 3 rounds."""
+
+DYNAMIC_SAMPLING = [
+    Method(
+        "dapo-ds",
+        "dapo",
+        DS_OVERRIDES,
+        description="DAPO with dynamic sampling (the paper's base method; DiPOConfig.dynamic_sampling)",
+    ),
+    Method(
+        "dipo-ds",
+        "dipo",
+        DS_OVERRIDES,
+        description="DiPO with DiPO-aware dynamic sampling (zero-variance groups dropped unless BRR reallocated them)",
+    ),
+]
+"""The arms of the dynamic-sampling study (docs/results/regimes-ds.md); not in any default set of ``dipo demo``."""
+
 CONTROLS = [
     "dapo", "dipo", "dipo-random", "dipo-hard-only", "dipo-easy-only", "dipo-a1.0", "dapo-ent0.01", "dapo-cde0.1",
 ]  # fmt: skip
 """The controls of the regime study (docs/results/regimes.md): each isolates one part of DiPO's mechanism."""
 
-REGISTRY: dict[str, Method] = {m.name: m for m in [*MAIN, *ABLATIONS, *BASELINES, RANDOM_SELECTION]}
+REGISTRY: dict[str, Method] = {m.name: m for m in [*MAIN, *ABLATIONS, *BASELINES, RANDOM_SELECTION, *DYNAMIC_SAMPLING]}
 
 
 def resolve_methods(names: list[str]) -> list[Method]:

@@ -242,6 +242,46 @@ def paired_table(results: dict[str, Any], baseline: str = "dapo") -> str | None:
     return markdown_table(header, rows)
 
 
+DS_BASELINES = ("dipo", "dapo-ds")
+"""With dynamic-sampling arms in a run, every method is also compared with these (besides DAPO)."""
+
+
+def _run_mean(run: dict[str, Any], key: str) -> float:
+    values = [row[key] for row in run["history"] if key in row and math.isfinite(row[key])]
+    return sum(values) / len(values) if values else math.nan
+
+
+def _run_share(run: dict[str, Any], part: str, whole: str) -> float:
+    total = sum(row.get(whole, 0.0) for row in run["history"] if math.isfinite(row.get(whole, math.nan)))
+    hits = sum(row.get(part, 0.0) for row in run["history"] if math.isfinite(row.get(part, math.nan)))
+    return hits / total if total else math.nan
+
+
+def ds_cost_table(results: dict[str, Any]) -> str | None:
+    """Dynamic sampling per method (methods that logged ``dipo/ds_rounds``): generation rounds per step, kept and
+    dropped groups per step, the share of kept groups kept only because BRR reallocated them, filler groups per
+    step, and the run's wall time (mean ± std over seeds; Δ vs DAPO paired by seed)."""
+    runs = _by_method(results)
+    methods = [m for m, rs in runs.items() if any("dipo/ds_rounds" in row for r in rs for row in r["history"])]
+    if not methods:
+        return None
+    base = {r["seed"]: r.get("seconds", math.nan) for r in runs.get("dapo", [])}
+    rows = []
+    for method in methods:
+        rs = runs[method]
+        cells = [method, str(len(rs))]
+        for key in ("dipo/ds_rounds", "dipo/ds_kept_groups", "dipo/ds_dropped_groups", "dipo/ds_filler_groups"):
+            cells.append(spread([_run_mean(r, key) for r in rs]).fmt(1.0, 2))
+        cells.append(spread([_run_share(r, "dipo/ds_kept_reallocated", "dipo/ds_kept_groups") for r in rs]).fmt())
+        cells.append(spread([r.get("seconds", math.nan) for r in rs]).fmt(1.0, 0))
+        diff = paired_difference({r["seed"]: r.get("seconds", math.nan) for r in rs}, base)
+        cells.append(_ci_text(diff, 1.0) if base else "n/a")
+        rows.append(cells)
+    header = ["method", "seeds", "rounds / step", "kept groups / step", "dropped groups / step"]
+    header += ["filler groups / step", "% kept groups reallocated", "run wall time (s)", "Δ wall time vs dapo (s)"]
+    return markdown_table(header, rows)
+
+
 def _ci_text(diff: Spread, scale: float) -> str:
     if diff.n == 0:
         return "n/a"
@@ -433,6 +473,25 @@ def write_report(results: dict[str, Any], out: Path | str, plot_prefix: str = "p
             "interval after the last evaluation. Trap items: the regime's confident-error items (explore regime).",
             "",
         ]
+    methods = set(_by_method(results))
+    if methods & {"dapo-ds", "dipo-ds"}:
+        for baseline in DS_BASELINES:
+            table = paired_table(results, baseline=baseline) if baseline in methods else None
+            if table:
+                lines += [f"## Every method vs {baseline}, paired by seed", "", table, ""]
+        cost = ds_cost_table(results)
+        if cost:
+            lines += [
+                "## Dynamic sampling: cost and kept groups",
+                "",
+                cost,
+                "",
+                "Per step means over the run, then mean ± std over seeds. Rounds: generation rounds per batch (1 = no "
+                "refill). % kept groups reallocated: kept groups that had zero reward variance and were kept only "
+                "because BRR reallocated them, over all kept groups. Wall time: the whole run, evaluations included "
+                "(machine load moves it).",
+                "",
+            ]
     lines += [
         "## BRR activity (all seeds; whole run, then early and late steps)",
         "",

@@ -17,9 +17,13 @@ from typing import Any
 from trl import GRPOConfig
 
 from dipo.core import DiPOCoreConfig
+from dipo.core.dynamic_sampling import DS_QUEUE_CHOICES
 from dipo.integrations.trl.presets import PRESET_FIELDS, PRESETS, resolve_preset
 
 PPL_SOURCES = ("auto", "old", "sampling", "forward")
+
+#: What dynamic sampling does when ``max_generation_rounds`` rounds kept too few groups.
+DS_ON_CAP_CHOICES = ("fill", "raise")
 
 #: TRL's loss types (GRPOConfig.loss_type help, trl 1.16); anything else fails at TRL's first loss computation.
 TRL_LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")
@@ -100,6 +104,13 @@ class DiPOConfig(GRPOConfig):
             static KV cache + ``torch.compile`` of the decoding step (on CUDA/XPU; static cache only elsewhere), with
             prompts left-padded to a multiple of ``fast_generation_bucket`` so that it compiles once per bucket.
         fast_generation_bucket (`int`, 64): the prompt-length bucket used when ``pad_to_multiple_of`` is not set.
+        dynamic_sampling (`bool`, False): DAPO's dynamic sampling, DiPO-aware (spec §7): drop zero-variance groups
+            that BRR did not reallocate and refill the batch with fresh prompts (any preset).
+        max_generation_rounds (`int`, 3): generation rounds per batch at most (verl's ``max_num_gen_batches``).
+        dipo_ds_keep_reallocated (`bool`, True): dynamic sampling keeps the zero-variance groups BRR reallocated.
+        dipo_ds_queue (`str`, "all"): the PPL queue sees every generated response ("all") or only the kept ones.
+        dipo_ds_on_cap (`str`, "fill"): too few kept groups after ``max_generation_rounds``: "fill" (complete the
+            batch with dropped groups masked out of the loss, warn) or "raise".
     """
 
     preset: str = field(
@@ -292,6 +303,47 @@ class DiPOConfig(GRPOConfig):
         },
     )
 
+    dynamic_sampling: bool = field(
+        default=False,
+        metadata={
+            "help": "DAPO's dynamic sampling, DiPO-aware (spec §7; docs/trl.md): after DiPO's step, drop every group "
+            "whose verifier rewards have zero variance unless BRR reallocated it, and generate further rounds from "
+            "fresh prompts until the batch holds its full number of groups. Works with every preset; the paper's "
+            "base method is preset='dapo' + dynamic_sampling=True. False (default): TRL's batches, unchanged."
+        },
+    )
+    max_generation_rounds: int = field(
+        default=3,
+        metadata={
+            "help": "Dynamic sampling: generation rounds per batch at most, the first included (verl's "
+            "max_num_gen_batches; DAPO's recipe uses 10). Each round generates a full generation batch."
+        },
+    )
+    dipo_ds_keep_reallocated: bool = field(
+        default=True,
+        metadata={
+            "help": "Dynamic sampling keeps a zero-variance group that BRR reallocated (its R_r carries the α-weighted"
+            " signal; spec §7). False drops it as plain DAPO would (ablation)."
+        },
+    )
+    dipo_ds_queue: str = field(
+        default="all",
+        metadata={
+            "help": "Dynamic sampling: which responses the PPL queue (spec §4) sees. 'all' (default): every generated "
+            "response, each round one queue batch (an unbiased sample of the policy; BRR's decision in a round uses "
+            "that round). 'kept': at the end of the step, the step's rounds are replaced by one queue batch holding "
+            "only the responses of the groups that entered the batch."
+        },
+    )
+    dipo_ds_on_cap: str = field(
+        default="fill",
+        metadata={
+            "help": "Dynamic sampling, when max_generation_rounds rounds kept fewer groups than the batch holds: "
+            "'fill' (default) completes the batch with dropped groups whose completions are masked out of the loss "
+            "(the step trains on the kept groups only) and warns; 'raise' stops with an error (verl's behaviour)."
+        },
+    )
+
     def __post_init__(self) -> None:
         explicit = {name: getattr(self, name) for name in PRESET_FIELDS}
         for name, value in resolve_preset(self.preset, explicit).items():
@@ -375,6 +427,7 @@ class DiPOConfig(GRPOConfig):
             raise ValueError(
                 f"DiPOConfig: dipo_log_diagnostics={self.dipo_log_diagnostics!r} must be True, False or None."
             )
+        self._validate_dynamic_sampling()
         self.dipo_core_config()  # validates every core option (messages use the dipo_* field names)
         if self.dipo_enabled and self.multi_objective_aggregation != "sum_then_normalize":
             warnings.warn(
@@ -383,6 +436,24 @@ class DiPOConfig(GRPOConfig):
                 "top of a non-zero one. The paper's setting is 'sum_then_normalize'.",
                 UserWarning,
                 stacklevel=3,
+            )
+
+    def _validate_dynamic_sampling(self) -> None:
+        rounds = self.max_generation_rounds
+        if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+            raise ValueError(
+                f"DiPOConfig: max_generation_rounds={rounds!r} must be an integer >= 1 (1: no refill round; verl's "
+                "DAPO recipe uses 10)."
+            )
+        if self.dipo_ds_queue not in DS_QUEUE_CHOICES:
+            raise ValueError(
+                f"DiPOConfig: unknown dipo_ds_queue={self.dipo_ds_queue!r}; choose one of "
+                f"{', '.join(repr(c) for c in DS_QUEUE_CHOICES)}."
+            )
+        if self.dipo_ds_on_cap not in DS_ON_CAP_CHOICES:
+            raise ValueError(
+                f"DiPOConfig: unknown dipo_ds_on_cap={self.dipo_ds_on_cap!r}; choose one of "
+                f"{', '.join(repr(c) for c in DS_ON_CAP_CHOICES)}."
             )
 
     @property

@@ -18,8 +18,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Spec §11 GRPO: group-normalised advantages, symmetric clipping ε=0.2, sequence-averaged loss, no overlong
     # filtering; DiPO off.
     "grpo": {"loss_type": "grpo", "epsilon_high": None, "mask_truncated_completions": False, "dipo_alpha": 0.0},
-    # Spec §11 DAPO (as far as TRL offers it): clip-higher 0.2/0.28, token-level loss, overlong filtering
-    # (truncated completions masked out of the loss); TRL has no dynamic sampling; DiPO off.
+    # Spec §11 DAPO: clip-higher 0.2/0.28, token-level loss, overlong filtering
+    # (truncated completions masked out of the loss); DiPO off. Dynamic sampling is the separate option
+    # `dynamic_sampling=True` (off in every preset, so the preset stays TRL's batch for batch).
     "dapo": {"loss_type": "dapo", "epsilon_high": 0.28, "mask_truncated_completions": True, "dipo_alpha": 0.0},
     # Spec §7: DiPO = DAPO + PSD/BRR with α = 0.1.
     "dipo": {"loss_type": "dapo", "epsilon_high": 0.28, "mask_truncated_completions": True, "dipo_alpha": 0.1},

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import datasets
 import numpy as np
 import torch
 from torch import Tensor
@@ -34,7 +35,7 @@ from trl.extras.profiling import profiling_decorator
 from trl.models.utils import disable_gradient_checkpointing
 from trl.rewards import get_soft_overlong_punishment
 
-from dipo.core import DiPO, DiPOStepOutput, group_advantages, perplexity_bonus, sequence_log_ppl
+from dipo.core import DiPO, DiPOStepOutput, group_advantages, groups_to_keep, perplexity_bonus, sequence_log_ppl
 from dipo.integrations._state import (
     DIPO_STATE_NAME,
     check_resumed_config,
@@ -42,6 +43,14 @@ from dipo.integrations._state import (
     restore_from_file,
     save_state_file,
     state_path,
+)
+from dipo.integrations.trl._dynamic_sampling import (
+    ROW_KEYS,
+    Selection,
+    assemble,
+    check_batch_keys,
+    refill_rows,
+    select_groups,
 )
 from dipo.integrations.trl._version import check_trl_version
 from dipo.integrations.trl.config import DiPOConfig, trl_option_name, with_trl_names
@@ -221,6 +230,10 @@ class DiPOTrainer(GRPOTrainer):
         self.last_dipo_batch: DiPOBatchRecord | None = None
         self._dipo_rewards_per_func: Tensor | None = None
         self._dipo_last_truncation_warning: int | None = None
+        self._dipo_last_ds_warning: int | None = None
+        self._dipo_ds_dataset: Any = None
+        if args.dynamic_sampling:
+            self._check_dynamic_sampling_dataset()
 
     # ------------------------------------------------------------------ construction helpers
     def _add_soft_overlong_reward(self, reward_funcs: Any, args: DiPOConfig, kwargs: dict[str, Any]):
@@ -277,16 +290,22 @@ class DiPOTrainer(GRPOTrainer):
         return rewards_per_func
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        if not (self.args.dynamic_sampling and self.model.training):
+            return self._generate_round(inputs)[0]
+        return self._dynamic_sampling(inputs)
+
+    def _generate_round(self, inputs: list[dict[str, Any]]) -> tuple[dict[str, Any], Tensor | None]:
+        """TRL's generation and scoring of ``inputs``, then DiPO's step (training batches); the raw rewards too."""
         output = super()._generate_and_score_completions(inputs)
         rewards_per_func, self._dipo_rewards_per_func = self._dipo_rewards_per_func, None
         if not self.model.training:  # DiPO acts on training batches only
-            return output
+            return output, rewards_per_func
         if self.args.mask_truncated_completions:
             self._check_masked_truncation(output["completion_mask"])
         if not self.args.needs_ppl:
-            return output
+            return output, rewards_per_func
         self._apply_dipo(output, rewards_per_func)
-        return output
+        return output, rewards_per_func
 
     def _check_masked_truncation(self, completion_mask: Tensor) -> None:
         """Log ``dipo/frac_masked_truncated`` (global share of completions TRL masked out of the loss because they
@@ -313,6 +332,158 @@ class DiPOTrainer(GRPOTrainer):
                 " and nothing learns" if frac >= 1 else "",
                 TRUNCATION_WARN_EVERY_STEPS,
             )
+
+    # ------------------------------------------------------------------ dynamic sampling (spec §7; DAPO)
+    def _check_dynamic_sampling_dataset(self) -> None:
+        """Dynamic sampling draws refill prompts by index: a map-style train dataset of at least one batch."""
+        dataset = self.train_dataset
+        if dataset is None:
+            return
+        if isinstance(dataset, torch.utils.data.IterableDataset) or not hasattr(dataset, "__len__"):
+            raise ValueError(
+                "DiPOTrainer: dynamic_sampling=True draws the prompts of refill rounds by index from train_dataset, "
+                f"but it is an iterable (streaming) dataset ({type(dataset).__name__}). Pass a map-style dataset "
+                "(e.g. datasets.Dataset, not streaming=True) or set dynamic_sampling=False."
+            )
+        prompts = self.args.generation_batch_size // self.num_generations
+        if len(dataset) < prompts:
+            raise ValueError(
+                f"DiPOTrainer: dynamic_sampling=True refills a batch of {prompts} prompts from train_dataset, which "
+                f"holds only {len(dataset)}. Use more prompts or a smaller batch."
+            )
+
+    @profiling_decorator
+    def _dynamic_sampling(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        """Generate rounds until the kept groups fill the batch (or ``max_generation_rounds``); the local batch."""
+        args, group_size = self.args, self.num_generations
+        keep_queue = self.dipo is not None and args.dipo_ds_queue == "kept"
+        queue_state = self.dipo.queue.state_dict() if keep_queue else None
+        rounds: list[dict[str, Tensor]] = []
+        keeps: list[Tensor] = []
+        realloc_only: list[Tensor] = []
+        records: list[DiPOBatchRecord | None] = []
+        while True:
+            round_inputs = inputs if not rounds else self._ds_refill_inputs(len(rounds), len(inputs))
+            output, rewards_per_func = self._generate_round(round_inputs)
+            check_batch_keys(output)
+            keep, kept_by_brr = self._ds_keep(rewards_per_func)
+            rounds.append(self._ds_gather_rows(output))
+            keeps.append(keep)
+            realloc_only.append(kept_by_brr)
+            records.append(self.last_dipo_batch if args.needs_ppl else None)
+            target = keep.numel()
+            if sum(int(k.sum()) for k in keeps) >= target or len(rounds) >= args.max_generation_rounds:
+                break
+        selection = select_groups(keeps, target)
+        if selection.fillers:
+            self._ds_cap_reached(target, len(selection.kept), len(rounds))
+        batch = assemble(rounds, selection, group_size, target * group_size, self._tokenizer.pad_token_id)
+        loss_mask = batch["completion_mask"] * batch.get("tool_mask", 1)
+        local = len(inputs)
+        start = self.accelerator.process_index * local
+        output = {key: value[start : start + local] for key, value in batch.items()}
+        output["num_items_in_batch"] = loss_mask.sum()  # TRL's global loss-token count, of the final batch
+        if queue_state is not None:
+            self._ds_queue_kept(queue_state, records, selection)
+        metrics = self._metrics["train"]
+        metrics["dipo/ds_rounds"].append(float(len(rounds)))
+        metrics["dipo/ds_kept_groups"].append(float(sum(int(k.sum()) for k in keeps)))
+        metrics["dipo/ds_dropped_groups"].append(float(sum(int((~k).sum()) for k in keeps)))
+        metrics["dipo/ds_kept_reallocated"].append(float(sum(int(k.sum()) for k in realloc_only)))
+        metrics["dipo/ds_filler_groups"].append(float(len(selection.fillers)))
+        return output
+
+    def _ds_keep(self, rewards_per_func: Tensor) -> tuple[Tensor, Tensor]:
+        """``[B]`` groups kept by :func:`dipo.core.groups_to_keep` on this round's global verifier rewards and BRR
+        decision (α > 0 only: observe-only DiPO changes nothing), and those kept only because BRR reallocated them."""
+        record = self.last_dipo_batch if self.args.needs_ppl else None
+        if record is not None:
+            rewards, valid = record.rewards, record.valid
+        else:
+            rewards, valid = self._verifier_rewards(rewards_per_func.cpu())
+            rewards = torch.where(valid, rewards, torch.zeros_like(rewards))
+        tol, group_size = self.args.dipo_zero_variance_tol, self.num_generations
+        plain = groups_to_keep(rewards, group_size, valid=valid, zero_variance_tol=tol)
+        if not (self.args.dipo_enabled and record is not None and record.output is not None):
+            return plain, torch.zeros_like(plain)
+        reallocated = record.output.realloc_hard | record.output.realloc_easy
+        keep = groups_to_keep(
+            rewards,
+            group_size,
+            reallocated,
+            valid=valid,
+            keep_reallocated=self.args.dipo_ds_keep_reallocated,
+            zero_variance_tol=tol,
+        )
+        return keep, keep & ~plain
+
+    def _ds_gather_rows(self, output: dict[str, Any]) -> dict[str, Tensor]:
+        """TRL's per-row tensors of every process (padded to a common width), in global row order."""
+        gathered = {}
+        for key, (side, value) in ROW_KEYS.items():
+            tensor = output.get(key)
+            if tensor is None:
+                continue
+            pad_value = self._tokenizer.pad_token_id if value is None else value
+            if tensor.dim() > 1:
+                tensor = self.accelerator.pad_across_processes(
+                    tensor, dim=1, pad_index=pad_value, pad_first=side == "left"
+                )
+            gathered[key] = self.accelerator.gather(tensor)
+        return gathered
+
+    def _ds_refill_inputs(self, round_index: int, local_rows: int) -> list[dict[str, Any]]:
+        """This process's rows of refill round ``round_index`` (fresh prompts from TRL's sampler, see
+        :func:`refill_rows`: seeded by the run seed, step, micro-step and round, so a resumed run draws the same)."""
+        if self._dipo_ds_dataset is None:
+            dataset = self.train_dataset
+            if isinstance(dataset, datasets.Dataset):  # the columns TRL's dataloader would hand over
+                dataset = self._remove_unused_columns(dataset, description="dynamic sampling")
+            self._dipo_ds_dataset = dataset
+        group_size, processes = self.num_generations, self.accelerator.num_processes
+        micro_step = self._step % self.args.gradient_accumulation_steps
+        key = (int(self.args.seed), self.state.global_step, micro_step, round_index)
+        rows = refill_rows(len(self._dipo_ds_dataset), local_rows * processes // group_size, group_size, key)
+        start = self.accelerator.process_index * local_rows
+        return [self._dipo_ds_dataset[int(i)] for i in rows[start : start + local_rows]]
+
+    def _ds_cap_reached(self, target: int, kept: int, rounds: int) -> None:
+        message = (
+            f"DiPOTrainer: dynamic sampling kept {kept} of the {target} groups of the batch in "
+            f"max_generation_rounds={rounds} rounds (the other groups had zero reward variance and no BRR "
+            "reallocation)."
+        )
+        if self.args.dipo_ds_on_cap == "raise":
+            raise RuntimeError(
+                f"{message} dipo_ds_on_cap='raise'. Raise max_generation_rounds, use prompts of mixed difficulty, or "
+                "set dipo_ds_on_cap='fill' to train on the kept groups."
+            )
+        step, last = self.state.global_step, self._dipo_last_ds_warning
+        if last is None or step - last >= TRUNCATION_WARN_EVERY_STEPS:
+            self._dipo_last_ds_warning = step
+            logger.warning(
+                "%s This step trains on the kept groups only: %d dropped groups fill the batch with their completions "
+                "masked out of the loss (dipo_ds_on_cap='fill'). Raise max_generation_rounds to avoid it; see the "
+                "metric dipo/ds_filler_groups. This warning repeats at most every %d steps.",
+                message,
+                target - kept,
+                TRUNCATION_WARN_EVERY_STEPS,
+            )
+
+    def _ds_queue_kept(
+        self, queue_state: dict[str, Any], records: list[DiPOBatchRecord | None], selection: Selection
+    ) -> None:
+        """``dipo_ds_queue='kept'``: replace the step's rounds in the PPL queue by one batch, the kept groups'."""
+        group_size = self.num_generations
+        log_ppl, correct = [], []
+        for round_index, group in selection.kept:
+            out = records[round_index].output
+            rows = slice(group * group_size, (group + 1) * group_size)
+            log_ppl.append(out.log_ppl[rows])
+            correct.append(out.correct[rows])
+        self.dipo.queue.load_state_dict(queue_state)
+        if log_ppl:
+            self.dipo.queue.push(torch.cat(log_ppl), torch.cat(correct))
 
     # ------------------------------------------------------------------ DiPO post-processing
     @profiling_decorator
