@@ -177,15 +177,20 @@ def test_resume_restores_queue_and_matches_uninterrupted_run(tmp_path, model_dir
         assert torch.equal(x, y)
 
 
-def test_resume_without_state_warns(tmp_path, model_dir):
+def test_resume_without_state_is_refused_unless_an_empty_queue_is_allowed(tmp_path, model_dir):
+    """A checkpoint without dipo_state.pt is incomplete while DiPO runs (issue 16 item 1): refused before anything is
+    loaded, not resumed with a silently empty queue; dipo_resume_empty_queue=True resumes it with a warning."""
     common = dict(max_steps=2, save_strategy="steps", save_steps=1, preset="dipo")
     train(DiPOTrainer, DiPOConfig(**kwargs_for(tmp_path / "a", **common)), model_dir, num_prompts=8)
     checkpoint = tmp_path / "a" / "checkpoint-1"
     (checkpoint / DIPO_STATE_NAME).unlink()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with pytest.raises(ValueError, match=rf"cannot resume from {checkpoint}: it has no {DIPO_STATE_NAME}"):
         train(DiPOTrainer, DiPOConfig(**kwargs_for(tmp_path / "b", **common)), model_dir, resume=str(checkpoint),
               num_prompts=8)  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        config = DiPOConfig(**kwargs_for(tmp_path / "c", **common, dipo_resume_empty_queue=True))
+        train(DiPOTrainer, config, model_dir, resume=str(checkpoint), num_prompts=8)
     assert any("PPL queue starts empty" in str(w.message) for w in caught)
 
 

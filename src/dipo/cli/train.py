@@ -9,7 +9,7 @@ command line (``--learning_rate 1e-6``) and/or in a YAML file (``--config recipe
     dipo train --model_name_or_path smollm2-135m-instruct --task math --dataset math_train --preset dipo \\
         --max_steps 1 --per_device_train_batch_size 2 --num_generations 2 --max_completion_length 32 \\
         --output_dir runs/smoke
-    dipo train --config recipes/smoke_smollm2_math.yaml --resume_from_checkpoint true   # latest checkpoint
+    dipo train --config recipes/smoke_smollm2_math.yaml --resume_from_checkpoint true   # newest complete checkpoint
 
 An ``output_dir`` that already holds checkpoints or a trained model is refused unless the run resumes
 (``--resume_from_checkpoint``) or ``--overwrite_output_dir`` is given. Bad input (missing files, invalid values, an
@@ -271,37 +271,45 @@ def build_rewards(task_args: TaskArguments, training_args: Any) -> tuple[list[An
 
 
 def resume_target(training_args: Any) -> str | None:
-    """The checkpoint folder to resume from, or None: ``resume_from_checkpoint`` may be a folder or
-    ``true``/``latest`` (the last ``checkpoint-N`` in ``output_dir``, as ``Trainer.train(resume_from_checkpoint=True)``
-    picks it). Raises ``ValueError`` naming the folder if there is nothing to resume from."""
-    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+    """The checkpoint folder to resume from, or None: ``resume_from_checkpoint`` may be a folder (which must be a
+    complete checkpoint) or ``true``/``latest`` (the newest *complete* ``checkpoint-N`` in ``output_dir``; a warning
+    names each newer incomplete one it skips). Raises ``ValueError`` naming the folder(s) if there is nothing
+    complete to resume from (see :mod:`dipo.integrations.trl.checkpoints`)."""
+    from dipo.integrations.trl.checkpoints import (
+        checkpoint_problem,
+        newest_complete_checkpoint,
+        no_complete_checkpoint_message,
+    )
 
-    state_file = "trainer_state.json"  # transformers' TRAINER_STATE_NAME
     value = training_args.resume_from_checkpoint
     if value is None or value is False:
         return None
     text = str(value).strip()
     if text.lower() in ("", "false", "no", "0", "none"):
         return None
+    needs_state = training_args.dipo_track and not training_args.dipo_resume_empty_queue
     if value is True or text.lower() in ("true", "yes", "1", "latest", "last"):
         output_dir = training_args.output_dir
-        last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
-        if last is None:
+        found, skipped = newest_complete_checkpoint(output_dir, needs_state)
+        if found is None:
+            fresh = "give the output_dir of the run to resume, or start anew with --overwrite_output_dir"
             raise ValueError(
-                f"resume_from_checkpoint={text}: no {PREFIX_CHECKPOINT_DIR}-N folder in output_dir {output_dir!r}; "
-                "give the checkpoint folder or the output_dir of the run to resume"
+                f"resume_from_checkpoint={text}: {no_complete_checkpoint_message(output_dir, skipped, fresh)}"
             )
-        return last
+        for folder, problem in skipped:
+            logger.warning("skipping incomplete checkpoint %s: it %s", folder, problem)
+        return found
     path = os.path.expanduser(text)
     if not os.path.isdir(path):
         raise ValueError(
-            f"resume_from_checkpoint: checkpoint folder {text!r} does not exist; give a {PREFIX_CHECKPOINT_DIR}-N "
-            "folder or 'true' (the latest one in output_dir)"
+            f"resume_from_checkpoint: checkpoint folder {text!r} does not exist; give a checkpoint-N folder or 'true' "
+            "(the newest complete one in output_dir)"
         )
-    if not os.path.isfile(os.path.join(path, state_file)):
+    problem = checkpoint_problem(path, needs_state)
+    if problem is not None:
         raise ValueError(
-            f"resume_from_checkpoint: {text!r} is not a training checkpoint (no {state_file}); give a "
-            f"{PREFIX_CHECKPOINT_DIR}-N folder"
+            f"resume_from_checkpoint: {text!r} is not a complete training checkpoint: it {problem}; give a complete "
+            "checkpoint-N folder (e.g. an earlier one) or 'true' (the newest complete one in output_dir)"
         )
     return path
 

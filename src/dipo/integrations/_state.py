@@ -60,8 +60,9 @@ def state_file_error(path: str, problem: str) -> ValueError:
     return ValueError(
         f"DiPO state file {path} {problem}. It is written once per checkpoint; a job killed while saving, a full "
         "disk or a partial copy leaves it empty or truncated. To proceed, either resume from another (earlier) "
-        f"checkpoint, or delete {path} to resume with an empty PPL queue (a warning says so; the queue refills within "
-        "`queue_batches` steps and DiPO is the base method until the threshold has data)."
+        f"checkpoint, or delete {path} to resume with an empty PPL queue (with TRL also set "
+        "dipo_resume_empty_queue=True; a warning says so; the queue refills within `queue_batches` steps and DiPO is "
+        "the base method until the threshold has data)."
     )
 
 

@@ -97,6 +97,9 @@ class DiPOConfig(GRPOConfig):
             None = the weighted sum of all of them. TRL's advantages always use the weighted total.
         dipo_truncation_warn_threshold (`float`, 0.5): with ``mask_truncated_completions``, warn when more than
             this share of a batch's completions is truncated (masked out of the loss).
+        dipo_resume_empty_queue (`bool`, False): resume from a checkpoint without ``dipo_state.pt`` (e.g. a GRPO
+            run's) with an empty PPL queue; by default such a checkpoint is incomplete and refused (or skipped by
+            ``resume_from_checkpoint=True``) while DiPO runs.
         soft_overlong_cache (`int` or `None`): if set, add TRL's DAPO soft overlong punishment reward; DiPO's
             verifier reward excludes it.
         ppl_bonus_coef / ppl_bonus_clip (`float`, 0.0 / 0.5): the CDE-style PPL reward bonus baseline (spec §11).
@@ -260,6 +263,14 @@ class DiPOConfig(GRPOConfig):
             "completions have no loss tokens. DiPOTrainer logs their share as 'dipo/frac_masked_truncated' and warns "
             "(at most once every 50 steps) when it exceeds this value: then (almost) nothing learns; raise "
             "max_completion_length or set mask_truncated_completions=False. 1.0 never warns."
+        },
+    )
+    dipo_resume_empty_queue: bool = field(
+        default=False,
+        metadata={
+            "help": "While DiPO runs, a checkpoint without dipo_state.pt (the PPL queue) is incomplete: a save was "
+            "interrupted, or another method wrote it. It is refused, and resume_from_checkpoint=true skips it. True: "
+            "resume from such a checkpoint (e.g. to continue a GRPO run with DiPO) with an empty PPL queue."
         },
     )
     soft_overlong_cache: int | None = field(

@@ -7,7 +7,8 @@ The parent builds the batch, scores it and computes GRPO/DAPO advantages; this c
    sampler log-probs, or one extra no-grad pass), reduces them to per-response log-PPL over the loss tokens (tool
    output excluded), gathers them, runs ``dipo.core.DiPO.step`` on the global batch (identical on every rank), adds
    ``advantage_delta`` to TRL's local advantages and logs the spec §10 diagnostics as ``dipo/…`` metrics;
-3. the PPL queue is saved with every checkpoint and restored on resume.
+3. the PPL queue is saved with every checkpoint (before the trainer state, so that a checkpoint is complete only
+   with it) and restored on resume, from the newest complete checkpoint for ``resume_from_checkpoint=True``.
 
 All algorithm logic (grouping, threshold, judgment, BRR, normalisation) lives in :mod:`dipo.core`.
 """
@@ -53,6 +54,12 @@ from dipo.integrations.trl._dynamic_sampling import (
     select_groups,
 )
 from dipo.integrations.trl._version import check_trl_version
+from dipo.integrations.trl.checkpoints import (
+    TRAINER_STATE_NAME,
+    checkpoint_problem,
+    newest_complete_checkpoint,
+    no_complete_checkpoint_message,
+)
 from dipo.integrations.trl.config import DiPOConfig, trl_option_name, with_trl_names
 
 logger = logging.getLogger(__name__)
@@ -682,13 +689,64 @@ class DiPOTrainer(GRPOTrainer):
         logged.extend(new.tolist())
 
     # ------------------------------------------------------------------ checkpointing of the PPL queue (spec §4)
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
+        """``Trainer.train``, resuming only from a complete checkpoint.
+
+        ``resume_from_checkpoint=True`` takes the newest *complete* ``checkpoint-N`` of ``output_dir`` (one warning
+        names each newer, incomplete one it skips); a folder given by name must be complete. Otherwise a
+        ``ValueError`` says why, before anything is loaded (see :mod:`dipo.integrations.trl.checkpoints`).
+        """
+        needs_state = self._needs_dipo_state()
+        if resume_from_checkpoint is True:
+            output_dir = self.args.output_dir
+            found, skipped = newest_complete_checkpoint(output_dir, needs_state)
+            if found is None:
+                fresh = "start a new run (resume_from_checkpoint=None)"
+                raise ValueError(f"DiPOTrainer: {no_complete_checkpoint_message(output_dir, skipped, fresh)}")
+            for folder, problem in skipped:
+                warnings.warn(
+                    f"DiPOTrainer: skipping incomplete checkpoint {folder}: it {problem}.", UserWarning, stacklevel=2
+                )
+            resume_from_checkpoint = found
+        elif resume_from_checkpoint not in (None, False):
+            folder = os.fspath(resume_from_checkpoint)
+            problem = checkpoint_problem(folder, needs_state)
+            if problem is not None:
+                raise ValueError(
+                    f"DiPOTrainer: cannot resume from {folder}: it {problem}. Give a complete checkpoint, e.g. an "
+                    "earlier one, or resume_from_checkpoint=True for the newest complete checkpoint of output_dir."
+                )
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _run_epoch(self, *args: Any, **kwargs: Any) -> Any:
+        """Train nothing when resumed at (or past) ``max_steps``: transformers 5.10 would train one more step (its
+        loop checks ``max_steps`` only after a step), so a job stopped between its last checkpoint and its final save
+        would not end as the uninterrupted run."""
+        if 0 < self.state.max_steps <= self.state.global_step:
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(*args, **kwargs)
+
+    def _needs_dipo_state(self) -> bool:
+        """A checkpoint must hold ``dipo_state.pt`` to be complete: DiPO runs and empty queues are not allowed."""
+        return self.dipo is not None and not self.args.dipo_resume_empty_queue
+
     def _save_checkpoint(self, model, trial):
+        """Save ``checkpoint-N`` so that an interruption at any moment leaves it incomplete, never half-complete.
+
+        Before the parent's save (model, optimizer, scheduler, RNG, ``trainer_state.json`` last, then rotation):
+        a stale ``trainer_state.json`` / ``dipo_state.pt`` of an earlier run in the same folder is removed, and the
+        PPL queue is written (atomically). The folder is complete only once ``trainer_state.json`` exists.
+        """
+        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        if self.args.should_save:
+            stale = [TRAINER_STATE_NAME] + ([DIPO_STATE_NAME] if self.dipo is None else [])
+            for name in stale:
+                if os.path.isfile(os.path.join(folder, name)):
+                    os.remove(os.path.join(folder, name))
+            if self.dipo is not None:
+                save_state_file(self.dipo.state_dict(), folder)  # atomic: temporary file + os.replace
         super()._save_checkpoint(model, trial)
-        if self.dipo is not None and self.args.should_save:
-            folder = os.path.join(
-                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            )
-            save_state_file(self.dipo.state_dict(), folder)  # atomic: temporary file + os.replace
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
@@ -708,9 +766,11 @@ class DiPOTrainer(GRPOTrainer):
             return
         state = load_state_file(checkpoint)  # names the file and says what to do if it is unreadable
         if state is None:
+            if not self.args.dipo_resume_empty_queue:  # train() refuses such a checkpoint first
+                raise ValueError(f"DiPOTrainer: cannot resume from {checkpoint}: it has no {DIPO_STATE_NAME}.")
             warnings.warn(
                 f"DiPOTrainer: resuming from {checkpoint}, which has no {DIPO_STATE_NAME}; the PPL queue starts empty "
-                "(the threshold uses only new batches until the queue refills).",
+                "(dipo_resume_empty_queue=True; the threshold uses only new batches until the queue refills).",
                 UserWarning,
                 stacklevel=2,
             )
