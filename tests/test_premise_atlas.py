@@ -191,3 +191,13 @@ def test_report_reads_the_balanced_threshold_block(atlas, tmp_path):
     has_rule = "threshold_rule" in {f.name for f in dataclasses.fields(DiPOCoreConfig)}
     assert (row["balanced"]["replay_edge"] is None) != has_rule
     assert "pass; 25.0 %; 25.0 %" in atlas.markdown_table([row])
+
+
+def test_included_reanalyses_only_finished_cells(atlas, tmp_path, capsys):
+    done, todo = (atlas.Cell("gemma-3-270m", "letter_count", d, 8, 16) for d in ("repeat", "single"))
+    done.out_dir(tmp_path).mkdir(parents=True)
+    (done.out_dir(tmp_path) / "probe.json").write_text("{}")
+    assert atlas.run_included([done, todo], tmp_path, [sys.executable, "-c", "pass"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and "--merge" in lines[0] and "--truncated include" in lines[0]
+    assert lines[0].endswith(str(tmp_path / "gemma-3-270m" / "letter_count-repeat-incl"))
