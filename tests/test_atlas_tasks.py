@@ -267,3 +267,32 @@ def test_math_train_level_filter_mixes_subjects_and_excludes_math500():
     assert len({r.meta["type"] for r in rows}) >= 4  # shuffled: a prefix is not one subject
     held_out = {str(r.prompt) for r in spec.load(dataset="math500:level1-2")}
     assert not {str(r.prompt) for r in rows} & held_out  # math_train excludes MATH-500
+
+
+ODD_OUTPUTS = [
+    None,
+    12,
+    3.5,
+    {"content": None},
+    [],
+    "9" * 100_000,
+    "1e999999999",
+    "-" * 50_000 + "5",
+    "٣",
+    "NaN",
+    "inf",
+]
+
+
+@pytest.mark.parametrize(
+    ("task", "dataset"),
+    [("decimal_compare", "trap"), ("letter_count", "repeat"), pytest.param("reasoning_gym", "gcd", marks=needs_rg)],
+)
+def test_rewards_never_raise_and_stay_bounded_on_odd_model_output(task, dataset):
+    import time
+
+    rows = get_task(task).load(dataset=dataset, limit=1, seed=0) * len(ODD_OUTPUTS)
+    start = time.perf_counter()
+    values = _reward(task, rows, ODD_OUTPUTS)
+    assert time.perf_counter() - start < 5.0
+    assert len(values) == len(ODD_OUTPUTS) and set(values) <= {0.0, 1.0}
