@@ -15,7 +15,12 @@ from dipo.tasks import letter_count as lc
 from dipo.tasks.generated import canonical_number, draw_distinct, number_tokens
 from dipo.tasks.registry import get_task, list_tasks
 
-HAS_RG = importlib.util.find_spec("reasoning_gym") is not None
+try:  # a partial install (reasoning-gym without its dependencies) counts as absent too
+    import reasoning_gym  # noqa: F401
+
+    HAS_RG = True
+except ImportError:
+    HAS_RG = False
 HAS_OLMO = importlib.util.find_spec("olmo_eval") is not None
 needs_rg = pytest.mark.skipif(not HAS_RG, reason="reasoning-gym not installed (pip install reasoning-gym==0.1.25)")
 
@@ -182,8 +187,12 @@ def test_reasoning_gym_missing_package_names_the_install_command(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
-    with pytest.raises(ImportError, match=r"pip install reasoning-gym==0\.1\.25"):
+    with pytest.raises(ImportError, match=r"pip install reasoning-gym==0\.1\.25") as info:
         rgt.import_reasoning_gym()
+    assert isinstance(info.value, ValueError)  # dipo probe reports ValueErrors in one line, exit code 2
+    rgt.make_dataset.cache_clear()
+    with pytest.raises(ValueError, match=r"reasoning-gym 0\.1\.25"):
+        get_task("reasoning_gym").load(dataset="gcd", limit=2, seed=12345)
 
 
 @needs_rg

@@ -59,13 +59,18 @@ GENERATORS: dict[str, dict[str, Any]] = {
 _DATASET_SIZE = 1_000_000  # reasoning-gym's virtual dataset size (items are generated on demand, index by index)
 
 
+class MissingReasoningGymError(ImportError, ValueError):
+    """reasoning-gym is not installed (an ``ImportError``, and a ``ValueError`` so that the CLIs report it in one
+    line with exit code 2, before any model is loaded)."""
+
+
 def import_reasoning_gym() -> Any:
-    """The ``reasoning_gym`` module, or ``ImportError`` with the one-line install command."""
+    """The ``reasoning_gym`` module, or :class:`MissingReasoningGymError` with the one-line install command."""
     try:
         import reasoning_gym
     except ImportError as err:
         missing = getattr(err, "name", None) or "reasoning_gym"
-        raise ImportError(
+        raise MissingReasoningGymError(
             f"the reasoning_gym task needs reasoning-gym {VERSION} (import failed: {missing} missing); install it "
             f"with: {INSTALL_HINT}"
         ) from err
