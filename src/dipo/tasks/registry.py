@@ -33,6 +33,10 @@ Built-in tasks (registered lazily, heavy imports happen only when a task is used
 - ``nl_arithmetic``: "What is 7 + 5? Answer with just the number." (:mod:`dipo.tasks.nl_arithmetic`);
   ``dataset`` = comma list of levels (add1, mul1, add2, word; default add1), ``split`` train/heldout/all;
   last-integer reward.
+- ``decimal_compare`` / ``letter_count``: tasks small models get confidently wrong ("Which is larger, 9.11 or 9.9?",
+  "How many r in strawberry?"), generated locally (:mod:`dipo.tasks.decimal_compare`, :mod:`dipo.tasks.letter_count`).
+- ``reasoning_gym``: short-answer generators of the optional ``reasoning-gym`` package
+  (:mod:`dipo.tasks.reasoning_gym`); ``dataset`` = the generator.
 """
 
 from __future__ import annotations
@@ -223,8 +227,9 @@ def _load_builtins() -> None:
         "math",
         reward=math_reward,
         defaults=TaskDefaults(temperature=0.6, top_p=0.95, max_new_tokens=1024, dataset="gsm8k"),
-        description="MATH / GSM8K (\\boxed{} answer, math-verify); dataset: gsm8k, math500, math_train, math_test "
-        "or a file / Hub id with 'prompt' and 'answer' fields",
+        description="MATH / GSM8K (\\boxed{} answer, math-verify); dataset: gsm8k, math500, math_train, math_test, "
+        "a level filter such as math_train:level1-2 (shuffled by --seed) or a file / Hub id with 'prompt' and "
+        "'answer' fields",
         rewards={"accuracy": RewardChoice(math_reward)},
         format_reward=math_format_reward,
         evaluation=TaskEvaluation(
@@ -245,14 +250,17 @@ def _load_builtins() -> None:
         data: DataOptions | None = None,
         **options: Any,
     ) -> list[TaskRow]:
-        from dipo.tasks.math import MATH_INSTRUCTION, load_math_dataset
+        from dipo.tasks.math import MATH_INSTRUCTION, load_math_dataset, load_math_levels, parse_math_levels
 
         _no_options("math", options)
         data = data or DataOptions()
         name = dataset or "gsm8k"
         end = None if limit is None else offset + limit
         instruction = instruction or data.instruction or MATH_INSTRUCTION
-        if name in MATH_BENCHMARKS:
+        leveled = parse_math_levels(name)
+        if leveled is not None:
+            rows = load_math_levels(*leveled, seed=seed, instruction=instruction)
+        elif name in MATH_BENCHMARKS:
             rows = MATH_BENCHMARKS[name](end, instruction)
         else:
             rows = load_math_dataset(
@@ -397,6 +405,81 @@ def _load_builtins() -> None:
         items = generate_items(n, levels=levels, seed=seed, split=split, split_seed=split_seed)
         rows = to_task_rows(items, chat=chat, source=f"nl_arithmetic-{'+'.join(levels)}-{split}")
         return _slice(rows, offset, limit)
+
+    def _generated_loader(name: str, load_rows: Callable[..., list[TaskRow]]) -> Loader:
+        def load(
+            *,
+            dataset: str | None = None,
+            split: str = "train",
+            limit: int | None = None,
+            offset: int = 0,
+            seed: int = 0,
+            chat: bool = True,
+            split_seed: int = 0,
+            data: DataOptions | None = None,  # generated data: file/field options do not apply (ignored)
+            **options: Any,
+        ) -> list[TaskRow]:
+            _no_options(name, options)
+            if offset < 0 or (limit is not None and limit < 0):
+                raise ValueError(f"offset and limit must be >= 0, got offset={offset}, limit={limit}")
+            return load_rows(dataset, split, limit, offset, seed, split_seed=split_seed, chat=chat)
+
+        load.__doc__ = f"Loader of the generated task {name!r} (see its module)."
+        return load
+
+    def decimal_compare_reward() -> Callable[..., list[float]]:
+        from dipo.tasks.decimal_compare import DecimalCompareReward
+
+        return DecimalCompareReward()
+
+    def decimal_compare_rows(*args: Any, **kwargs: Any) -> list[TaskRow]:
+        from dipo.tasks.decimal_compare import load_rows
+
+        return load_rows(*args, **kwargs)
+
+    register_task(
+        "decimal_compare",
+        reward=decimal_compare_reward,
+        defaults=TaskDefaults(max_new_tokens=16, dataset="trap,control"),
+        description="'Which is larger, 9.11 or 9.9? Answer with just the number.'; dataset: comma list of levels "
+        "trap (the shorter decimal is larger), control (the longer is larger); first-named-option reward",
+    )(_generated_loader("decimal_compare", decimal_compare_rows))
+
+    def letter_count_reward() -> Callable[..., list[float]]:
+        from dipo.tasks.letter_count import LetterCountReward
+
+        return LetterCountReward()
+
+    def letter_count_rows(*args: Any, **kwargs: Any) -> list[TaskRow]:
+        from dipo.tasks.letter_count import load_rows
+
+        return load_rows(*args, **kwargs)
+
+    register_task(
+        "letter_count",
+        reward=letter_count_reward,
+        defaults=TaskDefaults(max_new_tokens=16, dataset="repeat,single"),
+        description='\'How many times does the letter "r" appear in the word "strawberry"?\'; dataset: comma list '
+        "of levels repeat (2-4 times), single, absent; last-number reward (digits or zero-twelve)",
+    )(_generated_loader("letter_count", letter_count_rows))
+
+    def reasoning_gym_reward() -> Callable[..., list[float]]:
+        from dipo.tasks.reasoning_gym import ReasoningGymReward
+
+        return ReasoningGymReward()
+
+    def reasoning_gym_rows(*args: Any, **kwargs: Any) -> list[TaskRow]:
+        from dipo.tasks.reasoning_gym import load_rows
+
+        return load_rows(*args, **kwargs)
+
+    register_task(
+        "reasoning_gym",
+        reward=reasoning_gym_reward,
+        defaults=TaskDefaults(max_new_tokens=16, dataset="basic_arithmetic"),
+        description="short-answer reasoning-gym generators (optional: pip install reasoning-gym==0.1.25); dataset: "
+        "basic_arithmetic, chain_sum, gcd, lcm or simple_equations; its scorer thresholded at 1.0",
+    )(_generated_loader("reasoning_gym", reasoning_gym_rows))
 
 
 def _no_options(task: str, options: dict[str, Any]) -> None:

@@ -39,6 +39,8 @@ from dipo.tasks.math.loaders import (
     load_gsm8k_test,
     load_math,
     load_math_dataset,
+    load_math_levels,
+    parse_math_levels,
 )
 from dipo.tasks.math.prompts import (
     MATH_INSTRUCTION,
@@ -92,9 +94,11 @@ __all__ = [
     "load_gsm8k_test",
     "load_math",
     "load_math_dataset",
+    "load_math_levels",
     "normalize_answer",
     "parse_answer",
     "parse_gold",
+    "parse_math_levels",
     "verify_answer",
     "verify_stats",
 ]

@@ -159,3 +159,42 @@ MATH_BENCHMARKS: dict[str, Any] = {
     "math_train": lambda limit, instruction: load_math("train", limit, instruction),
     "math_test": lambda limit, instruction: load_math("test", limit, instruction),
 }
+
+
+MATH_LEVEL_SOURCES = ("math_train", "math500", "math_test")
+
+
+def parse_math_levels(name: str) -> tuple[str, tuple[int, ...]] | None:
+    """``"math_train:level1-2"`` → ``("math_train", (1, 2))`` (also ``level3``, ``level1,3``); ``None`` for a name
+    without ``:level``; ``ValueError`` for a malformed level filter."""
+    source, sep, spec = name.partition(":")
+    if not sep or not spec.startswith("level") or source not in MATH_LEVEL_SOURCES:
+        return None
+    levels: set[int] = set()
+    try:
+        for part in spec[len("level") :].split(","):
+            low, _, high = part.partition("-")
+            levels.update(range(int(low), int(high or low) + 1))
+    except ValueError as err:
+        raise ValueError(f"MATH level filter {name!r}: use e.g. math_train:level1-2 or math_train:level1,3") from err
+    if not levels or not levels <= {1, 2, 3, 4, 5}:
+        raise ValueError(f"MATH level filter {name!r}: levels must lie in 1-5")
+    return source, tuple(sorted(levels))
+
+
+def load_math_levels(
+    source: str, levels: tuple[int, ...], seed: int = 0, instruction: str | None = MATH_INSTRUCTION
+) -> list[TaskRow]:
+    """The MATH problems of ``source`` (math_train, math500, math_test) at ``levels``, shuffled by ``seed`` so that a
+    prefix mixes the seven subjects (the unfiltered loaders keep the subject order)."""
+    import random
+
+    split = {"math_train": "train", "math500": "math500", "math_test": "test"}[source]
+    wanted = {str(lv) for lv in levels}  # MATH test docs say "Level 2", MATH-500 docs 2
+    rows = [
+        row
+        for row in load_math(split, None, instruction)  # type: ignore[arg-type]
+        if str(row.meta.get("level")).removeprefix("Level ").strip() in wanted
+    ]
+    random.Random(f"math-levels:{source}:{seed}").shuffle(rows)
+    return rows
