@@ -43,7 +43,8 @@ def test_arithmetic_loader_matches_the_demo_task_and_reward():
 
 
 def test_unknown_task_lists_the_registered_ones():
-    with pytest.raises(KeyError, match="unknown task 'nope'; registered tasks: arithmetic, decimal_compare, letter_count, math"):
+    registered = "arithmetic, decimal_compare, letter_count, math"
+    with pytest.raises(KeyError, match=f"unknown task 'nope'; registered tasks: {registered}"):
         get_task("nope")
 
 
