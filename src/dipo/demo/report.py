@@ -1,4 +1,7 @@
-"""``report.md`` + PNG plots of a ``dipo demo`` run (reads the ``results.json`` structure written by the demo)."""
+"""``report.md`` + PNG plots of a ``dipo demo`` run (reads the ``results.json`` structure written by the demo).
+
+Lives next to its owner, :mod:`dipo.demo` (it reads the demo's regimes); ``dipo.reports.demo_report`` is a deprecated
+alias of this module."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from dipo.demo.regimes import REGIMES
 from dipo.reports.plots import plot_metric, plot_panels, plot_ppl_distributions
 from dipo.reports.summary import Spread, markdown_table, paired_difference, spread
 
@@ -406,8 +410,6 @@ def write_report(results: dict[str, Any], out: Path | str, plot_prefix: str = "p
     )
     regime = cfg.get("regime")
     if regime:
-        from dipo.demo.regimes import REGIMES
-
         described = REGIMES[regime].description if regime in REGIMES else ""
         lines += ["", f"Regime `{regime}` (`dipo.demo.regimes`): {described}"]
     lines += ["", "## Held-out accuracy (%; mean ± std over seeds)", "", results_table(results), ""]
@@ -490,3 +492,23 @@ def write_report(results: dict[str, Any], out: Path | str, plot_prefix: str = "p
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+__all__ = [
+    "ENTROPY_KEYS",
+    "PAIRED_METRICS",
+    "PLOTS",
+    "activity_text",
+    "brr_activity_table",
+    "comparison_text",
+    "diagnostics_table",
+    "entropy_table",
+    "first_solves",
+    "gains_text",
+    "mechanism_text",
+    "paired_table",
+    "results_table",
+    "summary_rows",
+    "write_plots",
+    "write_report",
+]
