@@ -166,8 +166,8 @@ def test_dynamic_sampling_arms_build_and_run(tmp_path):
     DiPO presets, outside every default method set, and run through the demo runner (2 steps, untrained model: every
     group is all-wrong, so the cap may be reached and the batch filled)."""
     from dipo.demo.methods import ABLATIONS, BASELINES, CONTROLS, MAIN, REGISTRY
+    from dipo.demo.report import ds_cost_table
     from dipo.demo.runner import DemoConfig, run_one
-    from dipo.reports.demo_report import ds_cost_table
 
     defaults = {m.name for m in [*MAIN, *ABLATIONS, *BASELINES]} | set(CONTROLS) | set(DemoConfig().methods)
     assert not {"dapo-ds", "dipo-ds"} & defaults

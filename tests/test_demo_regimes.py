@@ -135,7 +135,7 @@ def _run(seed: int, hits: list[list[int]], final: dict) -> dict:
 
 
 def test_first_solves_hand_case():
-    from dipo.reports.demo_report import first_solves
+    from dipo.demo.report import first_solves
 
     # items 0 and 2 unsolved at step 0; item 0 first solved at step 20, item 2 never (counts as 30 + 10 = 40).
     run = _run(0, [[0, 3, 0], [0, 2, 0], [1, 4, 0], [2, 1, 0]], {})
@@ -145,7 +145,7 @@ def test_first_solves_hand_case():
 
 
 def test_paired_table_reports_differences_with_ci():
-    from dipo.reports.demo_report import paired_table
+    from dipo.demo.report import paired_table
 
     def final(m):
         return {"mean_at_k": m, "pass_at_k": m, "mean_at_k_by_level": {"3": m}, "trap_mean_at_k": math.nan}

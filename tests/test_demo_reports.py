@@ -49,3 +49,24 @@ def test_plots_write_png_and_skip_missing_metrics(tmp_path):
 
 def test_markdown_table():
     assert markdown_table(["a", "b"], [["1", "2"]]) == "| a | b |\n|---|---|\n| 1 | 2 |"
+
+
+def test_demo_report_moved_next_to_the_demo_and_the_old_path_warns():
+    """``dipo.reports`` no longer imports ``dipo.demo`` (the report lives in ``dipo.demo.report``); the old import
+    path still works and warns (once per process: on its first import)."""
+    import importlib
+    import sys
+    import warnings
+    from pathlib import Path
+
+    import dipo.demo.report as report
+    import dipo.reports
+
+    for path in Path(dipo.reports.__file__).parent.glob("*.py"):
+        assert "dipo.demo" not in path.read_text().replace("dipo.demo.report", ""), path
+    sys.modules.pop("dipo.reports.demo_report", None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        old = importlib.import_module("dipo.reports.demo_report")
+    assert [w.category for w in caught] == [DeprecationWarning]
+    assert all(getattr(old, name) is getattr(report, name) for name in report.__all__)

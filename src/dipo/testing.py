@@ -49,24 +49,26 @@ def build_tokenizer() -> Any:
 
 
 def build_tiny_model(seed: int = 0, vocab_size: int = 32, hidden_size: int = 16, num_layers: int = 1) -> Any:
-    """A randomly initialised tiny ``Qwen2ForCausalLM`` (float32, no dropout)."""
-    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+    """A randomly initialised tiny ``Qwen2ForCausalLM`` (float32, no dropout; :func:`dipo.tiny_model.build_decoder`,
+    seeded on the global RNG), with a bare generation config (pad 0, eos 1)."""
+    from transformers import GenerationConfig
 
-    config = Qwen2Config(
+    from dipo.tiny_model import build_decoder
+
+    model = build_decoder(
+        "qwen2",
         vocab_size=vocab_size,
         hidden_size=hidden_size,
         intermediate_size=2 * hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=64,
-        tie_word_embeddings=True,
+        num_layers=num_layers,
+        num_heads=2,
+        num_kv_heads=1,
+        max_positions=64,
         pad_token_id=0,
         eos_token_id=1,
-        bos_token_id=None,
+        seed=seed,
+        isolate_rng=False,
     )
-    torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(config)
     model.generation_config = GenerationConfig(pad_token_id=0, eos_token_id=1)
     return model
 

@@ -62,7 +62,9 @@ def build_word_tokenizer(vocab_size: int):
 def build_policy(shape: PolicyShape, device: torch.device, policy_path: str | None) -> tuple[Any, Any, str]:
     """(model, tokenizer, description). Real weights from ``policy_path`` (a transformers folder) if given, else the
     SmolLM2 asset if installed (SmolLM2 shape only), else a random-init Llama of ``shape``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from dipo.tiny_model import build_decoder
 
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if policy_path is None and shape == PolicyShape():
@@ -80,24 +82,21 @@ def build_policy(shape: PolicyShape, device: torch.device, policy_path: str | No
             tokenizer.pad_token = tokenizer.eos_token
         return model, tokenizer, f"real weights: {policy_path}"
     tokenizer = build_word_tokenizer(shape.vocab_size)
-    config = LlamaConfig(
+    model = build_decoder(
+        "llama",
         vocab_size=shape.vocab_size,
         hidden_size=shape.hidden_size,
         intermediate_size=shape.intermediate_size,
-        num_hidden_layers=shape.num_hidden_layers,
-        num_attention_heads=shape.num_attention_heads,
-        num_key_value_heads=shape.num_key_value_heads,
-        max_position_embeddings=2048,
-        rope_theta=shape.rope_theta,
-        tie_word_embeddings=True,
+        num_layers=shape.num_hidden_layers,
+        num_heads=shape.num_attention_heads,
+        num_kv_heads=shape.num_key_value_heads,
+        max_positions=2048,
         pad_token_id=0,
         eos_token_id=1,
-        bos_token_id=None,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config).to(device=device, dtype=dtype)
-    model.generation_config.pad_token_id, model.generation_config.eos_token_id = 0, 1
-    model.generation_config.bos_token_id = None
+        seed=0,
+        isolate_rng=False,
+        rope_theta=shape.rope_theta,
+    ).to(device=device, dtype=dtype)
     return model, tokenizer, "random init"
 
 

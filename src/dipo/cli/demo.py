@@ -110,7 +110,7 @@ def print_summary(results: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from dipo.reports.demo_report import activity_text, comparison_text, gains_text, mechanism_text, summary_rows
+    from dipo.demo.report import activity_text, comparison_text, gains_text, mechanism_text, summary_rows
 
     before = results["warmstart"]["heldout"]
     k = before["k"]

@@ -5,7 +5,8 @@ Spec sections refer to ``docs/algorithm.md`` (the project's DiPO spec):
 - §3 :func:`sequence_log_ppl`
 - §4 :class:`PPLQueue`
 - §5 :func:`find_threshold`, :func:`judge`, :func:`quadrant_labels`
-- §6 :func:`reallocate` (returns a :class:`Reallocation`; ``reallocate_detailed`` is a deprecated alias)
+- §6 :func:`reallocate` (returns a :class:`Reallocation`; ``reallocate_detailed`` is a deprecated alias); its choice
+  tables ``MEMBERSHIP_RULES`` (:func:`in_space`), ``SELECTION_RULES`` (:func:`select_max_ppl`, :func:`select_random`)
 - §7 :func:`group_advantages`, :func:`fold_advantages`, :func:`realloc_scale`
 - §7 (DAPO's dynamic sampling, DiPO-aware) :func:`groups_to_keep`
 - the whole step: :class:`DiPO` with :class:`DiPOCoreConfig` (validates its inputs once, at entry)
@@ -13,7 +14,16 @@ Spec sections refer to ``docs/algorithm.md`` (the project's DiPO spec):
 
 from dipo.core.advantages import fold_advantages, group_advantages, realloc_scale
 from dipo.core.baselines import perplexity_bonus
-from dipo.core.brr import Reallocation, in_space, reallocate, reallocate_detailed, select_max_ppl, select_random
+from dipo.core.brr import (
+    MEMBERSHIP_RULES,
+    SELECTION_RULES,
+    Reallocation,
+    in_space,
+    reallocate,
+    reallocate_detailed,
+    select_max_ppl,
+    select_random,
+)
 from dipo.core.config import DiPOCoreConfig
 from dipo.core.dipo import DiPO, DiPOStepOutput
 from dipo.core.dynamic_sampling import groups_to_keep
@@ -25,6 +35,8 @@ from dipo.core.queue import PPLQueue
 from dipo.core.threshold import THRESHOLD_RULES, find_threshold, threshold_error
 
 __all__ = [
+    "MEMBERSHIP_RULES",
+    "SELECTION_RULES",
     "THRESHOLD_RULES",
     "DiPO",
     "DiPOCoreConfig",

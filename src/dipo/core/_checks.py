@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TypeVar
+
 import torch
 from torch import Tensor
+
+T = TypeVar("T")
 
 
 def check_1d(name: str, x: Tensor) -> None:
@@ -132,6 +137,20 @@ def check_same_device(**tensors: Tensor | None) -> None:
         raise ValueError(f"inputs are on different devices ({where}); move them to one device, e.g. with .to(device).")
 
 
+def unknown_choice(name: str, value: object, choices: tuple[str, ...]) -> ValueError:
+    """The error for a value of the choice option ``name`` that is not one of ``choices``."""
+    return ValueError(f"unknown {name}={value!r}; choose one of {', '.join(repr(c) for c in choices)}.")
+
+
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"unknown {name}={value!r}; choose one of {', '.join(repr(c) for c in choices)}.")
+        raise unknown_choice(name, value, choices)
+
+
+def lookup(name: str, value: object, table: Mapping[str, T]) -> T:
+    """``table[value]`` for a choice option ``name``; an unknown ``value`` raises the ValueError of
+    :func:`check_choice`, listing the table's keys."""
+    try:
+        return table[value]  # type: ignore[index]
+    except (KeyError, TypeError):  # TypeError: an unhashable value
+        raise unknown_choice(name, value, tuple(table)) from None

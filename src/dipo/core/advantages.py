@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dipo.core._checks import cast_result, check_choice, check_same_device, float_rewards, output_dtype
+from dipo.core._checks import (
+    cast_result,
+    check_choice,
+    check_same_device,
+    float_rewards,
+    output_dtype,
+    unknown_choice,
+)
 
 SCALE_REWARDS = ("group", "batch", "none")
 STD_KINDS = ("unbiased", "population")
@@ -50,6 +57,15 @@ def group_advantages(
     rewards = float_rewards(rewards)
     if valid is None:
         valid = torch.ones_like(rewards, dtype=torch.bool)
+    advantages = _group_advantages_unchecked(rewards, group_size, scale_rewards, std, eps, valid)
+    return cast_result(advantages, dtype, "advantages")
+
+
+def _group_advantages_unchecked(
+    rewards: Tensor, group_size: int, scale_rewards: str, std: str, eps: float, valid: Tensor
+) -> Tensor:
+    """:func:`group_advantages` of float64 ``rewards`` with a bool ``valid`` mask, choices already validated by the
+    caller (``DiPO.step`` validates once at its entry); the float64 advantages. Internal to ``dipo.core``."""
     flat_r = torch.where(valid, rewards, torch.zeros_like(rewards))
     # Work on r / 2^e with 2^e >= max |r| (exact: a power of two), so that no sum of squares overflows float64 even for
     # rewards near 1e300; (r − mean) / (std + eps) = (r' − mean') / (std' + eps / 2^e), bit for bit.
@@ -63,10 +79,12 @@ def group_advantages(
         adv = centered * scale
     elif scale_rewards == "group":
         adv = centered / (_masked_std(centered, v, 1, std).unsqueeze(1) + eps / scale)
-    else:
+    elif scale_rewards == "batch":
         batch_centered = (flat_r - flat_r.sum() / valid.sum().clamp(min=1)) * valid
         adv = centered / (_masked_std(batch_centered, valid, None, std) + eps / scale)
-    return cast_result(torch.where(v, adv, torch.zeros_like(adv)).view(-1), dtype, "advantages")
+    else:  # a config changed after it was validated
+        raise unknown_choice("scale_rewards", scale_rewards, SCALE_REWARDS)
+    return torch.where(v, adv, torch.zeros_like(adv)).view(-1)
 
 
 def realloc_scale(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -22,15 +24,14 @@ from dipo.core._checks import (
     check_same_device,
     check_same_shape,
     float_rewards,
+    lookup,
     output_dtype,
     threshold_as,
     valid_mask,
 )
 from dipo.core.groups import GroupType, classify_groups
 
-MEMBERSHIPS = ("selected", "all", "mean")
 REWARD_MODES = ("binary", "graded")
-SELECTIONS = ("max_ppl", "random")
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,11 @@ class Reallocation:
     easy: Tensor
 
 
-def select_max_ppl(log_ppl: Tensor, group_size: int) -> Tensor:
-    """Spec §6: index of the maximum-PPL response of each group (valid rows only; ties → lowest index; -1 if none)."""
+def select_max_ppl(log_ppl: Tensor, group_size: int, generator: torch.Generator | None = None) -> Tensor:
+    """Spec §6: index of the maximum-PPL response of each group (valid rows only; ties → lowest index; -1 if none).
+
+    ``generator`` is unused (the rule draws nothing); it gives every rule of :data:`SELECTION_RULES` one signature.
+    """
     s = log_ppl.view(-1, group_size)
     has_valid = ~torch.isnan(s)
     masked = torch.where(has_valid, s, torch.full_like(s, -torch.inf))
@@ -78,25 +82,53 @@ def select_random(log_ppl: Tensor, group_size: int, generator: torch.Generator |
     return torch.where(has_valid.any(1), idx, torch.full_like(idx, -1))
 
 
+#: ``selection`` choices (spec §6): name → rule ``(log_ppl [N], group_size, generator) -> [B]`` index inside each group
+#: of the response whose reward BRR moves (-1: none). "max_ppl" is the paper's; "random" a control.
+SELECTION_RULES: Mapping[str, Callable[[Tensor, int, torch.Generator | None], Tensor]] = MappingProxyType(
+    {"max_ppl": select_max_ppl, "random": select_random}
+)
+
+
+def _selected_in_space(s: Tensor, ok: Tensor, selected: Tensor, side: Callable[[Tensor], Tensor]) -> Tensor:
+    """``membership="selected"`` (spec §6 [choice], the default): the maximum-PPL response lies in the space."""
+    return side(s.gather(1, selected.clamp(min=0).unsqueeze(1)).squeeze(1))
+
+
+def _all_in_space(s: Tensor, ok: Tensor, selected: Tensor, side: Callable[[Tensor], Tensor]) -> Tensor:
+    """``membership="all"`` (spec §6 [choice]): every valid response lies in the space."""
+    return (side(s) | ~ok).all(1)
+
+
+def _mean_in_space(s: Tensor, ok: Tensor, selected: Tensor, side: Callable[[Tensor], Tensor]) -> Tensor:
+    """``membership="mean"`` (spec §6 [choice]): the group's mean log-PPL (valid rows) lies in the space."""
+    return side(torch.nanmean(s, dim=1))
+
+
+#: ``membership`` choices (spec §6 [choice]): name → rule ``(s [B, G] float64, ok [B, G] valid PPL, selected [B],
+#: side) -> [B] bool``, where ``side`` maps log-PPL values to "inside the space".
+MEMBERSHIP_RULES: Mapping[str, Callable[[Tensor, Tensor, Tensor, Callable[[Tensor], Tensor]], Tensor]] = (
+    MappingProxyType({"selected": _selected_in_space, "all": _all_in_space, "mean": _mean_in_space})
+)
+
+#: The choice names, in table order (kept for imports of the tuples).
+MEMBERSHIPS = tuple(MEMBERSHIP_RULES)
+SELECTIONS = tuple(SELECTION_RULES)
+
+
 def in_space(
     log_ppl: Tensor, selected: Tensor, group_size: int, threshold: float, membership: str, low: bool
 ) -> Tensor:
     """Spec §6 [choice: membership]: does each group lie in the exploitation (``low``) or exploration space?
 
+    ``membership`` names a rule of :data:`MEMBERSHIP_RULES` (an unknown name raises a ValueError listing them):
     ``"selected"``: the maximum-PPL response lies in the space; ``"all"``: every valid response does;
     ``"mean"``: the group's mean log-PPL does. Groups without valid PPL are in no space.
     """
+    rule = lookup("membership", membership, MEMBERSHIP_RULES)
     s = log_ppl.view(-1, group_size).double()  # compared in float64, as τ* is (see DiPO.step)
     ok = ~torch.isnan(s)
     side = (lambda x: x < threshold) if low else (lambda x: x > threshold)
-    if membership == "selected":
-        chosen = s.gather(1, selected.clamp(min=0).unsqueeze(1)).squeeze(1)
-        result = side(chosen)
-    elif membership == "all":
-        result = (side(s) | ~ok).all(1)
-    else:  # "mean"
-        result = side(torch.nanmean(s, dim=1))
-    return result & ok.any(1)
+    return rule(s, ok, selected, side) & ok.any(1)
 
 
 def reallocate(
@@ -155,9 +187,9 @@ def reallocate(
     check_1d("log_ppl", log_ppl)
     check_same_shape("rewards", rewards, "log_ppl", log_ppl)
     check_group_size(rewards.numel(), group_size)
-    check_choice("membership", membership, MEMBERSHIPS)
+    lookup("membership", membership, MEMBERSHIP_RULES)
     check_choice("reward_mode", reward_mode, REWARD_MODES)
-    check_choice("selection", selection, SELECTIONS)
+    lookup("selection", selection, SELECTION_RULES)
     check_same_device(rewards=rewards, log_ppl=log_ppl, valid=valid)
     check_log_ppl(log_ppl)
     correct_threshold = threshold_as(correct_threshold, rewards.dtype)
@@ -215,8 +247,11 @@ def _reallocate_unchecked(
         easy = (group_types == GroupType.EASY) & in_space(log_ppl, selected, group_size, threshold, membership, False)
         hard = hard & reallocate_hard
         easy = easy & reallocate_easy
-    if selection == "random":
-        selected = select_random(log_ppl, group_size, generator)
+    # The groups are decided on the maximum-PPL response (above); the selection rule picks whose reward moves (the
+    # paper's rule picks that same response: not computed twice).
+    rule = lookup("selection", selection, SELECTION_RULES)
+    if rule is not select_max_ppl:
+        selected = rule(log_ppl, group_size, generator)
 
     delta = _reallocation_delta(rewards, valid, reward_mode, graded_delta)
     r = torch.where(valid, rewards, torch.zeros_like(rewards)).view(-1, group_size).clone()

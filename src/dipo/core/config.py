@@ -9,7 +9,7 @@ from typing import Any
 
 from dipo.core._checks import check_choice
 from dipo.core.advantages import REALLOC_NORMALIZERS, SCALE_REWARDS, STD_KINDS
-from dipo.core.brr import MEMBERSHIPS, REWARD_MODES, SELECTIONS
+from dipo.core.brr import MEMBERSHIP_RULES, REWARD_MODES, SELECTION_RULES
 from dipo.core.threshold import THRESHOLD_RULES
 
 
@@ -77,9 +77,9 @@ class DiPOCoreConfig:
                 f"judgment_confidence must lie in (0, 1) or be None (point estimates), got {self.judgment_confidence}."
             )
         check_choice("threshold_rule", self.threshold_rule, THRESHOLD_RULES)
-        check_choice("membership", self.membership, MEMBERSHIPS)
+        check_choice("membership", self.membership, tuple(MEMBERSHIP_RULES))
         check_choice("reward_mode", self.reward_mode, REWARD_MODES)
-        check_choice("selection", self.selection, SELECTIONS)
+        check_choice("selection", self.selection, tuple(SELECTION_RULES))
         if isinstance(self.selection_seed, bool) or not isinstance(self.selection_seed, int):
             raise ValueError(f"selection_seed must be an int, got {self.selection_seed!r}.")
         check_choice("scale_rewards", self.scale_rewards, SCALE_REWARDS)

@@ -12,6 +12,7 @@ Read top to bottom with the paper beside it:
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,14 +33,14 @@ from dipo.core._checks import (
     threshold_as,
     valid_mask,
 )
-from dipo.core.advantages import fold_advantages, group_advantages, realloc_scale
+from dipo.core.advantages import _group_advantages_unchecked, fold_advantages, realloc_scale
 from dipo.core.brr import _reallocate_unchecked
 from dipo.core.config import DiPOCoreConfig
-from dipo.core.groups import GroupType, classify_groups, correctness
+from dipo.core.groups import GroupType, correctness
 from dipo.core.judgment import Judgment, judge
 from dipo.core.quadrants import Quadrant, quadrant_labels
 from dipo.core.queue import PPLQueue
-from dipo.core.threshold import find_threshold, threshold_error
+from dipo.core.threshold import _find_threshold_unchecked, threshold_error
 
 
 @dataclass
@@ -171,7 +172,7 @@ class DiPO:
 
         # §5 PSD: threshold and advantage judgment.
         if queue_s.numel() > 0:
-            tau = find_threshold(queue_s, queue_c, cfg.threshold_rule)
+            tau = _find_threshold_unchecked(queue_s, queue_c, cfg.threshold_rule)  # queue: validated on push
             tau_error = threshold_error(queue_s, queue_c, tau)
             judgment = judge(queue_s, queue_c, tau, cfg.judgment_confidence)
         else:
@@ -197,10 +198,11 @@ class DiPO:
         )
 
         # §7 advantages of R and R_r, folded as A + α·scale·A^r.
-        norm = {"scale_rewards": cfg.scale_rewards, "std": cfg.std, "eps": cfg.std_eps, "valid": valid}
-        base = group_advantages(rewards, group_size, **norm)
+        # Rewards and R_r are float64 here (converted once above) and the options validated with the config.
+        norm = (cfg.scale_rewards, cfg.std, cfg.std_eps, valid)
+        base = _group_advantages_unchecked(rewards, group_size, *norm)
         if bool(realloc.mask.any()) and cfg.alpha > 0:
-            realloc_adv = group_advantages(realloc.rewards, group_size, **norm) * realloc.mask
+            realloc_adv = _group_advantages_unchecked(realloc.rewards, group_size, *norm) * realloc.mask
             scale = realloc_scale(realloc.mask, cfg.realloc_normalizer, token_counts, valid)
         else:
             realloc_adv, scale = torch.zeros_like(base), 1.0
@@ -262,4 +264,18 @@ def _checked_generator_state(value: Any) -> Tensor:
     return value
 
 
-__all__ = ["DiPO", "DiPOStepOutput", "classify_groups"]
+def __getattr__(name: str) -> Any:
+    """``dipo.core.dipo.classify_groups`` (listed in ``__all__`` by mistake): deprecated, use ``dipo.core``'s."""
+    if name == "classify_groups":
+        warnings.warn(
+            "dipo.core.dipo.classify_groups is deprecated; import classify_groups from dipo.core.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        from dipo.core.groups import classify_groups
+
+        return classify_groups
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["DiPO", "DiPOStepOutput"]

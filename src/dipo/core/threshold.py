@@ -68,6 +68,12 @@ def find_threshold(log_ppl: Tensor, correct: Tensor, rule: str = "error") -> flo
     check_1d("correct", correct)
     check_same_shape("log_ppl", log_ppl, "correct", correct)
     check_same_device(log_ppl=log_ppl, correct=correct)
+    return _find_threshold_unchecked(log_ppl, correct, rule)
+
+
+def _find_threshold_unchecked(log_ppl: Tensor, correct: Tensor, rule: str) -> float:
+    """:func:`find_threshold` on inputs already validated by the caller (``DiPO.step``: the queue's 1-D tensors of one
+    shape and device, a known rule). Internal to ``dipo.core``."""
     keep = ~torch.isnan(log_ppl)
     s = log_ppl[keep].double()
     c = correct[keep].bool()

@@ -140,7 +140,7 @@ def run_demo(
         "workers": cfg.workers,
     }
     save_json(out / "results.json", results)
-    from dipo.reports.demo_report import write_report
+    from dipo.demo.report import write_report
 
     write_report(results, out)
     return results

@@ -1,4 +1,9 @@
-"""Held-out evaluation of the demo model: greedy accuracy and mean@k (sampled) per difficulty level."""
+"""Held-out evaluation of the demo model: greedy accuracy, mean@k and pass@k (sampled) per difficulty level.
+
+The metrics are :mod:`dipo.evaluation.metrics`'. The generation loop stays the demo's own: it samples all ``k × items``
+rows from one seed inside a forked RNG (training's RNG untouched) in chunks of 1024 rows, in item order, whereas
+:func:`dipo.evaluation.generation.generate` sorts prompts by length and reseeds every batch — its draws, and so the
+demo's published numbers, would change."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from dipo.evaluation.metrics import mean_at_k, pass_at_k
 from dipo.tasks.arithmetic import ArithmeticItem, verify
 
 
@@ -76,12 +82,11 @@ def generate_answers(
 
 
 def _by_level(items: Sequence[ArithmeticItem], correct: Sequence[bool], repeat: int) -> dict[int, float]:
-    hits: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    """Mean of ``correct`` (``repeat`` consecutive entries per item) per difficulty level (:func:`mean_at_k`)."""
+    by_level: dict[int, list[bool]] = defaultdict(list)
     for i, ok in enumerate(correct):
-        level = items[i // repeat].level
-        hits[level][0] += int(ok)
-        hits[level][1] += 1
-    return {lv: h / n for lv, (h, n) in sorted(hits.items())}
+        by_level[items[i // repeat].level].append(bool(ok))
+    return {level: mean_at_k(hits) for level, hits in sorted(by_level.items())}
 
 
 def evaluate(
@@ -93,24 +98,25 @@ def evaluate(
     temperature: float = 1.0,
     seed: int = 0,
 ) -> EvalResult:
-    """Greedy accuracy and mean@k (k samples per item at ``temperature``) on ``items``."""
+    """Greedy accuracy, mean@k and pass@k (k samples per item at ``temperature``) on ``items``; the metrics are
+    :mod:`dipo.evaluation.metrics`' (pass@k with n = k samples: 1 if any sample is correct)."""
     if not items:
         raise ValueError("evaluate: empty item list; build it with ArithmeticTask.heldout_set(n_per_level)")
     prompts = [it.prompt for it in items]
     greedy = generate_answers(model, tokenizer, prompts, max_new_tokens, do_sample=False)
     greedy_ok = [verify(c, it.answer) for c, it in zip(greedy, items, strict=True)]
-    result = EvalResult(greedy=sum(greedy_ok) / len(items), mean_at_k=float("nan"), k=k)
+    result = EvalResult(greedy=mean_at_k(greedy_ok), mean_at_k=float("nan"), k=k)
     result.greedy_by_level = _by_level(items, greedy_ok, 1)
     if k > 0:
         sampled = generate_answers(
             model, tokenizer, [p for p in prompts for _ in range(k)], max_new_tokens, True, temperature, seed=seed
         )
         sampled_ok = [verify(c, items[i // k].answer) for i, c in enumerate(sampled)]
-        result.mean_at_k = sum(sampled_ok) / len(sampled_ok)
+        result.mean_at_k = mean_at_k(sampled_ok)
         result.mean_at_k_by_level = _by_level(items, sampled_ok, k)
         result.item_hits = [sum(sampled_ok[i * k : (i + 1) * k]) for i in range(len(items))]
-        solved = [h > 0 for h in result.item_hits]
-        result.pass_at_k = sum(solved) / len(items)
+        solved = [pass_at_k(k, hits, k) == 1.0 for hits in result.item_hits]
+        result.pass_at_k = mean_at_k(solved)
         result.pass_at_k_by_level = _by_level(items, solved, 1)
         result.filler_rate = sum(c.startswith(" ") for c in sampled) / len(sampled)
     return result

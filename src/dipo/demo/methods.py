@@ -32,6 +32,9 @@ MAIN = [
     Method("dipo", "dipo", description="DiPO: DAPO + PSD/BRR, α = 0.1 (spec §7)"),
 ]
 
+ALPHA_1 = Method("dipo-a1.0", "dipo", {"dipo_alpha": 1.0}, description="DiPO α = 1.0 (tenfold the default)")
+"""In both the ablations (α sweep) and the baselines; defined once (the description the registry always held)."""
+
 ABLATIONS = [
     Method("dipo-no-judgment", "dipo", {"dipo_judgment": False}, description="DiPO without the advantage judgment"),
     Method("dipo-hard-only", "dipo", {"dipo_reallocate_easy": False}, description="BRR max-PPL reward only"),
@@ -40,7 +43,7 @@ ABLATIONS = [
     Method("dipo-member-mean", "dipo", {"dipo_membership": "mean"}, description="membership rule 'mean'"),
     Method("dipo-a0.05", "dipo", {"dipo_alpha": 0.05}, description="α = 0.05"),
     Method("dipo-a0.3", "dipo", {"dipo_alpha": 0.3}, description="α = 0.3"),
-    Method("dipo-a1.0", "dipo", {"dipo_alpha": 1.0}, description="α = 1.0 (tenfold the default)"),
+    ALPHA_1,
 ]
 
 BASELINES = [
@@ -48,7 +51,7 @@ BASELINES = [
     Method("dapo-ent0.01", "dapo", {"entropy_coef": 0.01}, description="DAPO + entropy bonus, coef 0.01"),
     Method("dapo-ent0.03", "dapo", {"entropy_coef": 0.03}, description="DAPO + entropy bonus, coef 0.03"),
     Method("dapo-ent0.1", "dapo", {"entropy_coef": 0.1}, description="DAPO + entropy bonus, coef 0.1"),
-    Method("dipo-a1.0", "dipo", {"dipo_alpha": 1.0}, description="DiPO α = 1.0 (tenfold the default)"),
+    ALPHA_1,
     Method("dapo-cde0.1", "dapo", cde(0.1), description="DAPO + CDE-style PPL bonus, coef 0.1, clip 0.5"),
     Method("dapo-cde0.3", "dapo", cde(0.3), description="DAPO + CDE-style PPL bonus, coef 0.3, clip 0.5"),
 ]

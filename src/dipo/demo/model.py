@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
+
+from dipo.tiny_model import build_decoder
 
 
 @dataclass(frozen=True)
@@ -23,32 +25,26 @@ class ModelSpec:
 
 
 def build_model(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase, seed: int) -> LlamaForCausalLM:
-    """A freshly initialised ``LlamaForCausalLM`` of size ``spec``; deterministic given ``seed``."""
+    """A freshly initialised ``LlamaForCausalLM`` of size ``spec`` (:func:`dipo.tiny_model.build_decoder`);
+    deterministic given ``seed``, the global RNG untouched."""
     if spec.hidden_size % spec.num_attention_heads:
         raise ValueError(
             f"ModelSpec: hidden_size={spec.hidden_size} must be divisible by num_attention_heads="
             f"{spec.num_attention_heads}"
         )
-    config = LlamaConfig(
+    return build_decoder(
+        "llama",
         vocab_size=len(tokenizer),
         hidden_size=spec.hidden_size,
         intermediate_size=spec.intermediate_size,
-        num_hidden_layers=spec.num_hidden_layers,
-        num_attention_heads=spec.num_attention_heads,
-        num_key_value_heads=spec.num_attention_heads,
-        max_position_embeddings=spec.max_position_embeddings,
+        num_layers=spec.num_hidden_layers,
+        num_heads=spec.num_attention_heads,
+        num_kv_heads=spec.num_attention_heads,
+        max_positions=spec.max_position_embeddings,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
-        tie_word_embeddings=True,
+        seed=seed,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.bos_token_id = None
-    return model
 
 
 def num_parameters(model: torch.nn.Module) -> int:

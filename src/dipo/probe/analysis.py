@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from dipo.core import (
+    MEMBERSHIP_RULES,
     DiPO,
     DiPOCoreConfig,
     GroupType,
@@ -42,7 +43,6 @@ from dipo.core import (
     sequence_log_ppl,
     threshold_error,
 )
-from dipo.core.brr import MEMBERSHIPS
 from dipo.evaluation.metrics import auroc
 
 TRUNCATED_CHOICES = ("exclude", "include")
@@ -239,7 +239,7 @@ def reallocation_table(t: ProbeTensors, tau: float, passed: bool) -> dict[str, A
     types = classify_groups(t.rewards, torch.ones_like(t.rewards, dtype=torch.bool), t.group_size)
     n_hard, n_easy = int((types == GroupType.HARD).sum()), int((types == GroupType.EASY).sum())
     table: dict[str, Any] = {}
-    for membership in MEMBERSHIPS:
+    for membership in MEMBERSHIP_RULES:
         result = reallocate(t.rewards, t.log_ppl, t.group_size, tau, membership)
         hard, easy = int(result.hard.sum()), int(result.easy.sum())
         table[membership] = {
@@ -301,7 +301,7 @@ def replay_batches(t: ProbeTensors, config: AnalysisConfig, threshold_rule: str 
     result: dict[str, Any] = {"batch_prompts": config.batch_prompts, "num_steps": num_batches}
     if num_batches == 0:
         return result
-    for membership in MEMBERSHIPS:
+    for membership in MEMBERSHIP_RULES:
         core = DiPOCoreConfig(
             membership=membership, judgment_confidence=config.judgment_confidence, threshold_rule=threshold_rule
         )

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dipo.core import MEMBERSHIP_RULES, DiPOCoreConfig
 from dipo.probe.analysis import length_edges, scatter_pairs
 
 
@@ -27,14 +28,14 @@ def verdict(result: dict[str, Any]) -> str:
         return f"not measurable: {result['error']}"
     judged = result["judgment"]["passed"]
     auc = result.get("auroc")
-    sel = result["reallocation"]["selected"]
+    sel = result["reallocation"][DiPOCoreConfig.membership]  # the default rule
     acted = sel["hard_if_judged"] + sel["easy_if_judged"]
     mixed = result["groups"]["normal"]
     parts = [
         f"judgment {'passes' if judged else 'fails'} on all {result['num_samples']} samples",
         f"AUROC {_f(auc, 2)}",
         f"{_pct(mixed)} of groups are mixed",
-        f"BRR would act on {acted} extreme group(s) (membership 'selected')",
+        f"BRR would act on {acted} extreme group(s) (membership {DiPOCoreConfig.membership!r})",
     ]
     separates = judged and auc is not None and auc > 0.5
     if separates and acted > 0:
@@ -107,7 +108,7 @@ def markdown(result: dict[str, Any], meta: dict[str, Any]) -> str:
             "| membership | steps where the judgment passes | realloc. hard / easy | groups per step | of extreme |",
             "|---|---|---|---|---|",
         ]
-        for name in ("selected", "all", "mean"):
+        for name in MEMBERSHIP_RULES:
             row = batches[name]
             lines.append(
                 f"| {name} | {_pct(row['frac_steps_judgment_passed'])} | {row['realloc_hard']} / "
