@@ -207,6 +207,8 @@ def test_hard_timeout_kills_and_replaces_the_worker(monkeypatch, watchdog) -> No
             start = time.perf_counter()
             results.append(m.answers_equal("\\binom{10^9}{10^5}", "7"))
             results.append(time.perf_counter() - start)
+            # the fresh worker's first comparison may be slow on a loaded machine: only the first call is timed out
+            monkeypatch.setattr(m, "VERIFY_TIMEOUT_S", 30.0)
             results.append(m.answers_equal("\\frac{2}{4}", "0.5"))
 
         m.answers_equal("\\frac{1}{3}", "3")  # start the worker outside the timed call
