@@ -6,6 +6,7 @@ Every test skips when its model has not been installed and converted (``make tes
 from __future__ import annotations
 
 import json
+import struct
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from dipo.tasks.assets import (
     gguf_cache_dir,
     model_install_command,
     optional_model,
+    read_gguf_header,
     resolve_model,
     sha256_file,
 )
@@ -31,7 +33,7 @@ PROBES = {
         [{"role": "user", "content": "What is 7 * 8? Answer with the number only."}],
         "56",
     ),
-    "gemma-3-270m": ("The capital of France is", "Paris"),
+    "gemma-3-270m": ("Monday, Tuesday, Wednesday,", "Thursday"),
 }
 ALIASES = list(OPTIONAL_MODELS)
 
@@ -97,3 +99,37 @@ def test_converted_model_loads_by_alias_and_answers(alias: str) -> None:
         out = model.generate(**enc, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     answer = tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     assert expected in answer, answer
+
+
+def _kv(key: str, kind: int, payload: bytes) -> bytes:
+    return struct.pack("<Q", len(key)) + key.encode() + struct.pack("<I", kind) + payload
+
+
+def _string(text: str) -> bytes:
+    return struct.pack("<Q", len(text)) + text.encode()
+
+
+def test_read_gguf_header_of_a_hand_built_file(tmp_path) -> None:
+    """Scalars, strings and arrays are parsed in order; reading stops once the header fields are known."""
+    pairs = [
+        _kv("general.architecture", 8, _string("qwen2")),
+        _kv("general.tags", 9, struct.pack("<IQ", 8, 2) + _string("a") + _string("bc")),
+        _kv("general.name", 8, _string("Tiny")),
+        _kv("qwen2.block_count", 4, struct.pack("<I", 24)),
+        _kv("qwen2.embedding_length", 4, struct.pack("<I", 896)),
+        b"garbage that must not be read",
+    ]
+    path = tmp_path / "tiny.gguf"
+    path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 6) + b"".join(pairs))
+    assert read_gguf_header(path) == {
+        "general.name": "Tiny",
+        "general.architecture": "qwen2",
+        "block_count": 24,
+        "embedding_length": 896,
+    }
+    model = OPTIONAL_MODELS["qwen2.5-coder-0.5b-instruct"]
+    with pytest.raises(ValueError, match=r"general\.name='Tiny'"):
+        check_gguf_header(model, path)
+    path.write_bytes(b"PK\x03\x04" + bytes(20))
+    with pytest.raises(ValueError, match="not a GGUF"):
+        read_gguf_header(path)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from dipo.evaluation.generation import SamplingConfig
-from dipo.probe.sampling import rescore, sample_batch, sampling_model
+from dipo.probe import sampling
+from dipo.probe.sampling import rescore, resolve_sample_dtype, sample_batch, sampling_model
 from dipo.tasks.data import TaskRow
 from dipo.testing import build_tiny_model, build_tokenizer
 
@@ -42,8 +43,8 @@ def test_sampling_model_is_a_bf16_copy_with_tied_weights(policy):
     assert sampler.lm_head.weight is sampler.model.embed_tokens.weight  # tied as in the policy
     assert torch.equal(sampler.model.embed_tokens.weight, model.model.embed_tokens.weight.to(torch.bfloat16))
     assert sampling_model(model, "fp32") is model
-    with pytest.raises(ValueError, match="sample_dtype must be one of bf16, fp32"):
-        sampling_model(model, "fp16")
+    with pytest.raises(ValueError, match="sample_dtype must be one of auto, bf16, fp32"):
+        sampling_model(model, "int8")
 
 
 def test_bf16_sampling_reports_the_fp32_policy_log_ppl(policy):
@@ -81,3 +82,14 @@ def test_bf16_logits_alone_would_not_be_the_policy(policy):
     for i, logps in enumerate(stored):
         assert torch.allclose(fp32[i, : len(logps)].double(), torch.tensor(logps, dtype=torch.float64), atol=2e-5)
     assert (bf16 - fp32).abs().max() > 1e-3
+
+
+def test_auto_samples_in_bf16_only_where_the_cpu_has_native_bf16(policy, monkeypatch):
+    """AVX2-only CPUs run bf16 matmuls several times slower than fp32: there ``auto`` keeps the policy's dtype."""
+    model, _ = policy
+    monkeypatch.setattr(sampling, "cpu_has_native_bf16", lambda: False)
+    assert resolve_sample_dtype("auto", model) == "fp32" and sampling_model(model, "auto") is model
+    assert resolve_sample_dtype("auto", sampling_model(model, "bf16")) == "bf16"  # a bf16 policy samples itself
+    monkeypatch.setattr(sampling, "cpu_has_native_bf16", lambda: True)
+    assert resolve_sample_dtype("auto", model) == "bf16"
+    assert resolve_sample_dtype("fp32", model) == "fp32"

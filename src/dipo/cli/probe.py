@@ -54,11 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(
         parser,
         "--sample_dtype",
-        choices=["bf16", "fp32"],
-        default="bf16",
+        choices=["auto", "bf16", "fp32"],
+        default="auto",
         help="weights that draw the tokens: bf16 (a bf16 copy samples, one teacher-forced pass of the policy "
-        "recomputes the log-probs; ~1.5x faster on CPU) or fp32 (the policy itself samples); the PPL is the "
-        "policy's either way (default bf16)",
+        "recomputes the log-probs) or fp32 (the policy itself samples); the PPL is the policy's either way. "
+        "auto (default): bf16 on CPUs with avx512_bf16/amx_bf16, else the policy's own dtype",
     )
     add_option(parser, "--threads", type=int, default=None, help="torch CPU threads")
     add_option(

@@ -112,7 +112,7 @@ def run_probe(
     resume: bool = False,
     analysis: AnalysisConfig | None = None,
     show_progress: bool = True,
-    sample_dtype: str = "bf16",
+    sample_dtype: str = "auto",
 ) -> dict[str, Any]:
     """Sample, score and analyse; writes the probe folder and returns ``{"meta", "result"}``.
 
@@ -126,11 +126,11 @@ def run_probe(
 
     from dipo.evaluation.generation import SamplingConfig, load_model
     from dipo.evaluation.harness import hardware_description
-    from dipo.probe.sampling import SAMPLE_DTYPES, sample_rows
+    from dipo.probe.sampling import SAMPLE_DTYPE_CHOICES, resolve_sample_dtype, sample_rows
     from dipo.tasks.registry import get_task
 
-    if sample_dtype not in SAMPLE_DTYPES:
-        raise ValueError(f"sample_dtype must be one of {', '.join(SAMPLE_DTYPES)}, got {sample_dtype!r}")
+    if sample_dtype not in SAMPLE_DTYPE_CHOICES:
+        raise ValueError(f"sample_dtype must be one of {', '.join(SAMPLE_DTYPE_CHOICES)}, got {sample_dtype!r}")
     spec = get_task(task)
     defaults = spec.defaults
     sampling = SamplingConfig(
@@ -180,7 +180,7 @@ def run_probe(
         "reward": getattr(spec.make_reward(), "__name__", "reward"),
         "logprobs": "log softmax(logits / temperature) of the sampled tokens (tempered policy, no top-p), EOS "
         "included, prompt and padding excluded",
-        "sample_dtype": sample_dtype,
+        "sample_dtype": resolve_sample_dtype(sample_dtype, model),
         "hardware": hardware_description(),
         "torch_threads": torch.get_num_threads(),
     }

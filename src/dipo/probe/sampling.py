@@ -14,12 +14,15 @@ Records are plain dicts, one per sample, appended to ``samples.jsonl`` one batch
 probe resumes where it stopped (``dipo probe --resume``) and reproduces the same samples: batches are formed in a
 fixed order (prompts sorted by length) and batch b is seeded with ``seed + b`` whatever was done before.
 
-**Which weights sample** (``sample_dtype``, default ``bf16``). The log-probs are always those of the model as loaded
-(the policy; fp32 on CPU). With ``sample_dtype="bf16"`` a bf16 copy of it draws the tokens (1.5-1.7x faster on a CPU
-with AVX512-BF16, ``benchmarks/sampling_bench.py``) and one teacher-forced pass of the policy recomputes the
-log-probs of the drawn tokens, exactly as training computes its old log-probs from a vLLM / bf16 sampler's tokens:
-the PPL is the policy's, the tokens come from its bf16 rounding. ``sample_dtype="fp32"`` samples with the policy
-itself (fp32 on CPU) and keeps ``generate``'s logits, as before. When the sampling dtype is the policy's own, no copy
+**Which weights sample** (``sample_dtype``). The log-probs are always those of the model as loaded (the policy; fp32
+on CPU). With ``sample_dtype="bf16"`` a bf16 copy of it draws the tokens and one teacher-forced pass of the policy
+recomputes the log-probs of the drawn tokens, exactly as training computes its old log-probs from a vLLM / bf16
+sampler's tokens: the PPL is the policy's, the tokens come from its bf16 rounding. ``sample_dtype="fp32"`` samples
+with the policy itself (fp32 on CPU) and keeps ``generate``'s logits. ``"auto"`` (default) picks the faster one:
+bf16 on a CPU with native bf16 matrix instructions (``avx512_bf16`` / ``amx_bf16``; 1.5-1.7x faster there), the
+policy's own dtype elsewhere (an AVX2-only CPU runs bf16 matmuls several times slower than fp32; on a GPU the policy
+is loaded in bf16 already). See ``benchmarks/sampling_bench.py`` and ``docs/results/sampling.md``. When the sampling
+dtype is the policy's own, no copy is made and nothing is recomputed.
 is made and nothing is recomputed.
 """
 
@@ -36,21 +39,44 @@ from dipo.evaluation.generation import SamplingConfig, render
 from dipo.tasks.data import TaskRow
 
 #: ``--sample_dtype`` choices: the dtype of the weights that draw the tokens.
-SAMPLE_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp32": torch.float32}
-DEFAULT_SAMPLE_DTYPE = "bf16"
+SAMPLE_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}
+SAMPLE_DTYPE_CHOICES = ("auto", "bf16", "fp32")
+DEFAULT_SAMPLE_DTYPE = "auto"
 #: Upper bound on the fp32 logits materialised at once by the rescoring pass (bytes).
 RESCORE_LOGITS_BYTES = 1 << 29
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bf16 matrix instructions (``avx512_bf16`` or ``amx_bf16`` in ``/proc/cpuinfo``)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_sample_dtype(sample_dtype: str, model: Any) -> str:
+    """``bf16`` / ``fp32`` / ``fp16``: the choice itself, or for ``auto`` the faster exact one on this hardware."""
+    if sample_dtype not in SAMPLE_DTYPE_CHOICES and sample_dtype not in SAMPLE_DTYPES:
+        raise ValueError(f"sample_dtype must be one of {', '.join(SAMPLE_DTYPE_CHOICES)}, got {sample_dtype!r}")
+    if sample_dtype != "auto":
+        return sample_dtype
+    param = next(model.parameters())
+    if param.device.type == "cpu" and cpu_has_native_bf16():
+        return "bf16"
+    own = {dtype: name for name, dtype in SAMPLE_DTYPES.items()}
+    return own.get(param.dtype, "fp32")
+
+
 def sampling_model(model: Any, sample_dtype: str = DEFAULT_SAMPLE_DTYPE) -> Any:
-    """The model that draws the tokens: ``model`` itself if already in ``sample_dtype``, else a copy in it.
+    """The model that draws the tokens: ``model`` itself if already in ``sample_dtype`` (resolved by
+    :func:`resolve_sample_dtype`), else a copy in it.
 
     The copy shares nothing with ``model`` and never holds a second full-precision copy of the weights: each parameter
     is cast on its own (tied weights stay tied), then the small buffers are copied.
     """
-    if sample_dtype not in SAMPLE_DTYPES:
-        raise ValueError(f"sample_dtype must be one of {', '.join(SAMPLE_DTYPES)}, got {sample_dtype!r}")
-    dtype = SAMPLE_DTYPES[sample_dtype]
+    dtype = SAMPLE_DTYPES[resolve_sample_dtype(sample_dtype, model)]
     if next(model.parameters()).dtype == dtype:
         return model
     memo: dict[int, Any] = {
