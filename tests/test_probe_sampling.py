@@ -93,3 +93,32 @@ def test_auto_samples_in_bf16_only_where_the_cpu_has_native_bf16(policy, monkeyp
     monkeypatch.setattr(sampling, "cpu_has_native_bf16", lambda: True)
     assert resolve_sample_dtype("auto", model) == "bf16"
     assert resolve_sample_dtype("fp32", model) == "fp32"
+
+
+def test_probe_cli_bf16_sampling_stores_the_fp32_policy_logprobs(tmp_path, capsys):
+    """``dipo probe --sample_dtype bf16`` end to end: meta says bf16, stored log-probs are the fp32 model's."""
+    import json
+
+    from dipo.cli.main import main
+    from dipo.evaluation.generation import load_model
+    from dipo.tasks import registry
+    from dipo.testing import build_tiny_model_dir
+
+    model_dir = build_tiny_model_dir(tmp_path / "model", seed=1, hidden_size=32)
+    out = tmp_path / "probe"
+    argv = ["probe", "--model", str(model_dir), "--task", "arithmetic", "--limit", "3", "-k", "4", "--threads", "1",
+            "--temperature", str(TEMPERATURE), "--no_progress", "--output_dir", str(out)]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--sample_dtype", "fp16"])
+    assert exit_info.value.code == 2 and "invalid choice: 'fp16'" in capsys.readouterr().err
+    assert not out.exists()
+    argv += ["--sample_dtype", "bf16"]
+    assert main(argv) == 0
+    assert json.loads((out / "meta.json").read_text())["sample_dtype"] == "bf16"
+    model, tokenizer = load_model(str(model_dir), "float32", "cpu")  # as the probe loads them
+    prompts = {r.id: r.prompt for r in registry.get_task("arithmetic").load(limit=3)}
+    records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(records) == 12
+    for record in records:
+        direct = _direct_logps(model, tokenizer, prompts[record["id"]], record["token_ids"])
+        assert torch.allclose(torch.tensor(record["token_logps"], dtype=torch.float64), direct, atol=2e-5)
