@@ -38,10 +38,13 @@ PROBES = {
 ALIASES = list(OPTIONAL_MODELS)
 
 
-def _require(alias: str):
+def _require(alias: str, gguf: bool = True):
+    """The model entry; skip unless it is converted (and, with ``gguf``, its assembled GGUF is still there)."""
     model = OPTIONAL_MODELS[alias]
-    if not (gguf_cache_dir(model) / "dipo_conversion.json").is_file() or not assembled_gguf_path(model).is_file():
+    if not (gguf_cache_dir(model) / "dipo_conversion.json").is_file():
         pytest.skip(f"{alias} not installed and converted (`dipo assets --models {alias}`)")
+    if gguf and not assembled_gguf_path(model).is_file():
+        pytest.skip(f"{alias}: assembled GGUF deleted after conversion (`dipo assets --models {alias} --force`)")
     return model
 
 
@@ -82,7 +85,7 @@ def test_converted_model_loads_by_alias_and_answers(alias: str) -> None:
     """``resolve_model(alias)`` gives a plain bf16 transformers folder whose greedy answer is right."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    _require(alias)
+    _require(alias, gguf=False)
     path = resolve_model(alias)
     config = AutoConfig.from_pretrained(path)
     assert not hasattr(config, "quantization_config")

@@ -19,11 +19,10 @@ on CPU). With ``sample_dtype="bf16"`` a bf16 copy of it draws the tokens and one
 recomputes the log-probs of the drawn tokens, exactly as training computes its old log-probs from a vLLM / bf16
 sampler's tokens: the PPL is the policy's, the tokens come from its bf16 rounding. ``sample_dtype="fp32"`` samples
 with the policy itself (fp32 on CPU) and keeps ``generate``'s logits. ``"auto"`` (default) picks the faster one:
-bf16 on a CPU with native bf16 matrix instructions (``avx512_bf16`` / ``amx_bf16``; 1.5-1.7x faster there), the
-policy's own dtype elsewhere (an AVX2-only CPU runs bf16 matmuls several times slower than fp32; on a GPU the policy
-is loaded in bf16 already). See ``benchmarks/sampling_bench.py`` and ``docs/results/sampling.md``. When the sampling
-dtype is the policy's own, no copy is made and nothing is recomputed.
-is made and nothing is recomputed.
+bf16 on a CPU with native bf16 matrix instructions (``avx512_bf16`` / ``amx_bf16``; issue 19 measured 1.66x
+there), the policy's own dtype elsewhere (an AVX2-only CPU runs bf16 matmuls several times slower than fp32; on a GPU
+the policy is loaded in bf16 already). See ``benchmarks/sampling_bench.py`` and ``docs/results/sampling.md``. When
+the sampling dtype is the policy's own, no copy is made and nothing is recomputed.
 """
 
 from __future__ import annotations
