@@ -39,6 +39,13 @@ from dipo.cli.options import add_option
 GROUP_SIZE = Range(low=2, integer=True)
 
 
+SAMPLE_DTYPE_HELP = (
+    "weights that draw the tokens: bf16 (a bf16 copy samples, one teacher-forced pass of the policy recomputes the "
+    "log-probs) or fp32 (the policy itself samples); the PPL is the policy's either way. auto (default): bf16 on CPUs "
+    "with avx512_bf16/amx_bf16, else the policy's own dtype"
+)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--model", default=None, help="model folder, Hub id, or 'smollm2-135m-instruct' (offline)")
     add_option(
@@ -73,6 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--seed", type=int, default=0, help="seed of the prompts (generated tasks) and the sampler")
     add_option(parser, "--dtype", default="auto", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, ...")
     add_option(parser, "--device", default=None)
+    # -- sampling dtype (dipo.probe.sampling): a bf16 copy draws the tokens, the policy (--dtype) scores them
+    add_option(parser, "--sample_dtype", choices=["auto", "bf16", "fp32"], default="auto", help=SAMPLE_DTYPE_HELP)
     add_option(parser, "--threads", type=positive_int, default=None, help="torch CPU threads")
     add_option(
         parser,
@@ -170,6 +179,7 @@ def _probe_options(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "dtype": args.dtype,
         "device": args.device,
+        "sample_dtype": args.sample_dtype,
         "overwrite": args.overwrite,
         "resume": args.resume,
         "show_progress": not args.no_progress,

@@ -199,6 +199,7 @@ def run_probe(
     resume: bool = False,
     analysis: AnalysisConfig | None = None,
     show_progress: bool = True,
+    sample_dtype: str = "auto",
 ) -> dict[str, Any]:
     """Sample, score and analyse; writes the probe folder and returns ``{"meta", "result"}``.
 
@@ -206,14 +207,17 @@ def run_probe(
     model together with its ``tokenizer``. ``task`` / ``dataset`` / ``split``: a task of :mod:`dipo.tasks.registry`
     (``dataset`` and ``k`` / ``max_new_tokens`` default to the task's defaults). ``temperature`` / ``top_p`` /
     ``max_new_tokens`` / ``chat_template`` should be the training sampler's (TRL's defaults: 1.0 / 1.0).
+    ``sample_dtype``: the weights that draw the tokens (:mod:`dipo.probe.sampling`); the log-probs are the model's.
     """
     import torch
 
     from dipo.evaluation.generation import SamplingConfig, load_model
     from dipo.evaluation.harness import hardware_description
-    from dipo.probe.sampling import sample_rows
+    from dipo.probe.sampling import SAMPLE_DTYPE_CHOICES, resolve_sample_dtype, sample_rows
     from dipo.tasks.registry import get_task
 
+    if sample_dtype not in SAMPLE_DTYPE_CHOICES:
+        raise ValueError(f"sample_dtype must be one of {', '.join(SAMPLE_DTYPE_CHOICES)}, got {sample_dtype!r}")
     try:
         spec = get_task(task)
     except KeyError as err:
@@ -264,6 +268,7 @@ def run_probe(
         "reward": getattr(spec.make_reward(), "__name__", "reward"),
         "logprobs": "log softmax(logits / temperature) of the sampled tokens (tempered policy, no top-p), EOS "
         "included, prompt and padding excluded",
+        "sample_dtype": resolve_sample_dtype(sample_dtype, model),
         "hardware": hardware_description(),
         "torch_threads": torch.get_num_threads(),
     }
@@ -292,7 +297,7 @@ def run_probe(
             bar.update(len([i for i in idx if rows[i].id not in done]))
 
     start = time.perf_counter()
-    spent = sample_rows(model, tokenizer, rows, sampling, on_batch, done)
+    spent = sample_rows(model, tokenizer, rows, sampling, on_batch, done, sample_dtype=sample_dtype)
     if bar is not None:
         bar.close()
     meta["sampling_seconds"] = spent

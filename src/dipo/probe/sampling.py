@@ -13,10 +13,21 @@ it gets a PPL (DAPO's overlong filtering masks it out of the loss and so out of 
 Records are plain dicts, one per sample, appended to ``samples.jsonl`` one batch at a time so that an interrupted
 probe resumes where it stopped (``dipo probe --resume``) and reproduces the same samples: batches are formed in a
 fixed order (prompts sorted by length) and batch b is seeded with ``seed + b`` whatever was done before.
+
+**Which weights sample** (``sample_dtype``). The log-probs are always those of the model as loaded (the policy; fp32
+on CPU). With ``sample_dtype="bf16"`` a bf16 copy of it draws the tokens and one teacher-forced pass of the policy
+recomputes the log-probs of the drawn tokens, exactly as training computes its old log-probs from a vLLM / bf16
+sampler's tokens: the PPL is the policy's, the tokens come from its bf16 rounding. ``sample_dtype="fp32"`` samples
+with the policy itself (fp32 on CPU) and keeps ``generate``'s logits. ``"auto"`` (default) picks the faster one:
+bf16 on a CPU with native bf16 matrix instructions (``avx512_bf16`` / ``amx_bf16``; issue 19 measured 1.66x
+there), the policy's own dtype elsewhere (an AVX2-only CPU runs bf16 matmuls several times slower than fp32; on a GPU
+the policy is loaded in bf16 already). See ``benchmarks/sampling_bench.py`` and ``docs/results/sampling.md``. When
+the sampling dtype is the policy's own, no copy is made and nothing is recomputed.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,6 +36,79 @@ import torch
 
 from dipo.evaluation.generation import SamplingConfig, render
 from dipo.tasks.data import TaskRow
+
+#: ``--sample_dtype`` choices: the dtype of the weights that draw the tokens.
+SAMPLE_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}
+SAMPLE_DTYPE_CHOICES = ("auto", "bf16", "fp32")
+DEFAULT_SAMPLE_DTYPE = "auto"
+#: Upper bound on the fp32 logits materialised at once by the rescoring pass (bytes).
+RESCORE_LOGITS_BYTES = 1 << 29
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bf16 matrix instructions (``avx512_bf16`` or ``amx_bf16`` in ``/proc/cpuinfo``)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_sample_dtype(sample_dtype: str, model: Any) -> str:
+    """``bf16`` / ``fp32`` / ``fp16``: the choice itself, or for ``auto`` the faster exact one on this hardware."""
+    if sample_dtype not in SAMPLE_DTYPE_CHOICES and sample_dtype not in SAMPLE_DTYPES:
+        raise ValueError(f"sample_dtype must be one of {', '.join(SAMPLE_DTYPE_CHOICES)}, got {sample_dtype!r}")
+    if sample_dtype != "auto":
+        return sample_dtype
+    param = next(model.parameters())
+    if param.device.type == "cpu" and cpu_has_native_bf16():
+        return "bf16"
+    own = {dtype: name for name, dtype in SAMPLE_DTYPES.items()}
+    return own.get(param.dtype, "fp32")
+
+
+def sampling_model(model: Any, sample_dtype: str = DEFAULT_SAMPLE_DTYPE) -> Any:
+    """The model that draws the tokens: ``model`` itself if already in ``sample_dtype`` (resolved by
+    :func:`resolve_sample_dtype`), else a copy in it.
+
+    The copy shares nothing with ``model`` and never holds a second full-precision copy of the weights: each parameter
+    is cast on its own (tied weights stay tied), then the small buffers are copied.
+    """
+    dtype = SAMPLE_DTYPES[resolve_sample_dtype(sample_dtype, model)]
+    if next(model.parameters()).dtype == dtype:
+        return model
+    memo: dict[int, Any] = {
+        id(p): torch.nn.Parameter(p.detach().to(dtype), requires_grad=False) for p in model.parameters()
+    }
+    return copy.deepcopy(model, memo).to(dtype).eval()
+
+
+@torch.inference_mode()
+def rescore(
+    model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """``log softmax(z_t / T)[y_t]`` of every completion token under ``model``, from one teacher-forced pass.
+
+    ``prompt_ids`` / ``prompt_mask``: the left-padded prompts, one row per completion row; ``completion``: the
+    generated tokens (padding after EOS does not change the earlier positions). Positions follow the attention mask,
+    as in ``generate``. Rows are processed in chunks that keep the fp32 logits under ``RESCORE_LOGITS_BYTES``.
+    """
+    ids = torch.cat([prompt_ids, completion], dim=1)
+    mask = torch.cat([prompt_mask, torch.ones_like(completion)], dim=1)
+    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    width = completion.shape[1]
+    vocab = model.get_output_embeddings().weight.shape[0]
+    chunk = max(1, RESCORE_LOGITS_BYTES // (4 * (width + 1) * vocab))
+    out = []
+    for start in range(0, ids.shape[0], chunk):
+        rows = slice(start, start + chunk)
+        logits = model(
+            input_ids=ids[rows], attention_mask=mask[rows], position_ids=positions[rows], logits_to_keep=width + 1
+        ).logits[:, :-1]
+        logps = torch.log_softmax(logits.float() / temperature, dim=-1)
+        out.append(logps.gather(-1, completion[rows].unsqueeze(-1)).squeeze(-1))
+    return torch.cat(out)
 
 
 def eos_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -45,9 +129,17 @@ def batch_plan(rows: Sequence[TaskRow], tokenizer: Any, config: SamplingConfig) 
 
 @torch.inference_mode()
 def sample_batch(
-    model: Any, tokenizer: Any, rows: Sequence[TaskRow], config: SamplingConfig, batch_index: int
+    model: Any,
+    tokenizer: Any,
+    rows: Sequence[TaskRow],
+    config: SamplingConfig,
+    batch_index: int,
+    sampler: Any = None,
 ) -> list[list[dict[str, Any]]]:
     """``config.k`` samples of every row (one ``generate`` call), each with its per-token tempered log-probs.
+
+    ``sampler`` (default ``model``) draws the tokens; when it is not ``model``, the log-probs are recomputed by
+    :func:`rescore` with ``model``.
 
     Returns, per row, ``k`` dicts: ``completion`` (decoded, special tokens dropped), ``num_tokens`` (incl. EOS),
     ``truncated`` (no EOS within ``max_new_tokens``), ``token_ids`` and ``token_logps`` (one per counted token).
@@ -63,8 +155,9 @@ def sample_batch(
     device = next(model.parameters()).device
     enc = {key: value.to(device) for key, value in enc.items()}
     stop = eos_ids(model, tokenizer)
+    sampler = model if sampler is None else sampler
     torch.manual_seed(config.seed + batch_index)
-    out = model.generate(
+    out = sampler.generate(
         **enc,
         max_new_tokens=config.max_new_tokens,
         do_sample=True,
@@ -75,12 +168,17 @@ def sample_batch(
         eos_token_id=stop,
         pad_token_id=tokenizer.pad_token_id,
         return_dict_in_generate=True,
-        output_logits=True,
+        output_logits=sampler is model,
     )
     completion = out.sequences[:, enc["input_ids"].shape[1] :]
-    logits = torch.stack(out.logits, dim=1).float()  # [rows*k, T, V], raw (before temperature / top-p)
-    logps = torch.log_softmax(logits / config.temperature, dim=-1)
-    token_logps = logps.gather(-1, completion[:, : logits.shape[1]].unsqueeze(-1)).squeeze(-1).cpu()
+    if sampler is model:
+        logits = torch.stack(out.logits, dim=1).float()  # [rows*k, T, V], raw (before temperature / top-p)
+        logps = torch.log_softmax(logits / config.temperature, dim=-1)
+        token_logps = logps.gather(-1, completion[:, : logits.shape[1]].unsqueeze(-1)).squeeze(-1).cpu()
+    else:
+        repeat = {key: enc[key].repeat_interleave(config.k, dim=0) for key in ("input_ids", "attention_mask")}
+        token_logps = rescore(model, repeat["input_ids"], repeat["attention_mask"], completion, config.temperature)
+        token_logps = token_logps.cpu()
     completion = completion.cpu()
     results: list[list[dict[str, Any]]] = [[] for _ in rows]
     for seq in range(completion.shape[0]):
@@ -107,13 +205,18 @@ def sample_rows(
     on_batch: Callable[[list[int], list[list[dict[str, Any]]], float], None],
     done: set[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    sample_dtype: str = DEFAULT_SAMPLE_DTYPE,
 ) -> float:
     """Sample every row batch by batch, calling ``on_batch(row_indices, samples, seconds)`` after each batch.
+
+    ``sample_dtype``: the dtype of the weights that draw the tokens (see the module docstring); the log-probs are
+    ``model``'s in every case.
 
     Batches whose rows are all in ``done`` (row ids) are skipped; the others keep their batch index (and so their
     seed), so a resumed probe produces the samples an uninterrupted one would have. Returns the seconds spent.
     """
     done = done or set()
+    sampler = sampling_model(model, sample_dtype)
     plan = batch_plan(rows, tokenizer, config)
     spent = 0.0
     finished = 0
@@ -122,7 +225,7 @@ def sample_rows(
             finished += len(idx)
             continue
         start = time.perf_counter()
-        samples = sample_batch(model, tokenizer, [rows[i] for i in idx], config, batch_index)
+        samples = sample_batch(model, tokenizer, [rows[i] for i in idx], config, batch_index, sampler)
         seconds = time.perf_counter() - start
         spent += seconds
         on_batch(idx, samples, seconds)

@@ -1,0 +1,124 @@
+"""``dipo probe`` sampling paths: a bf16 copy draws the tokens, the fp32 policy scores them (teacher-forced)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dipo.evaluation.generation import SamplingConfig
+from dipo.probe import sampling
+from dipo.probe.sampling import rescore, resolve_sample_dtype, sample_batch, sampling_model
+from dipo.tasks.data import TaskRow
+from dipo.testing import build_tiny_model, build_tokenizer
+
+TEMPERATURE = 0.7
+
+
+@pytest.fixture(scope="module")
+def policy():
+    torch.manual_seed(0)
+    model = build_tiny_model(seed=3, vocab_size=32, hidden_size=32, num_layers=2).eval()
+    return model, build_tokenizer()
+
+
+def _rows():
+    # Prompts of different lengths, so that the batch is left-padded.
+    return [TaskRow(p, "", f"r{i}", "test") for i, p in enumerate(["what is 1 + 2", "3", "what is 4"])]
+
+
+def _direct_logps(model, tokenizer, prompt: str, token_ids: list[int]) -> torch.Tensor:
+    """fp32 log softmax(logits / T) of the response tokens: one unpadded sequence, no batching, no cache."""
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt_ids + token_ids])).logits[0, len(prompt_ids) - 1 : -1]
+    logps = torch.log_softmax(logits.double() / TEMPERATURE, -1)
+    return logps.gather(-1, torch.tensor(token_ids)[:, None])[:, 0]
+
+
+def test_sampling_model_is_a_bf16_copy_with_tied_weights(policy):
+    model, _ = policy
+    sampler = sampling_model(model, "bf16")
+    assert sampler is not model and next(model.parameters()).dtype == torch.float32
+    assert {p.dtype for p in sampler.parameters()} == {torch.bfloat16}
+    assert sampler.lm_head.weight is sampler.model.embed_tokens.weight  # tied as in the policy
+    assert torch.equal(sampler.model.embed_tokens.weight, model.model.embed_tokens.weight.to(torch.bfloat16))
+    assert sampling_model(model, "fp32") is model
+    with pytest.raises(ValueError, match="sample_dtype must be one of auto, bf16, fp32"):
+        sampling_model(model, "int8")
+
+
+def test_bf16_sampling_reports_the_fp32_policy_log_ppl(policy):
+    """The recomputed per-token log-probs, hence the log-PPL, equal a direct fp32 teacher-forced computation."""
+    model, tokenizer = policy
+    config = SamplingConfig(k=4, max_new_tokens=6, temperature=TEMPERATURE, top_p=1.0, batch_size=3)
+    rows = _rows()
+    samples = sample_batch(model, tokenizer, rows, config, 0, sampling_model(model, "bf16"))
+    lengths = set()
+    for row, group in zip(rows, samples, strict=True):
+        for sample in group:
+            direct = _direct_logps(model, tokenizer, row.prompt, sample["token_ids"])
+            stored = torch.tensor(sample["token_logps"], dtype=torch.float64)
+            assert torch.allclose(stored, direct, atol=2e-5), (stored, direct)
+            assert abs(float(stored.mean()) - float(direct.mean())) < 2e-5  # log-PPL = -mean log-prob
+            lengths.add(sample["num_tokens"])
+    assert len(lengths) > 1, "responses of several lengths (EOS inside the batch) make the check meaningful"
+
+
+def test_bf16_logits_alone_would_not_be_the_policy(policy):
+    """The rescoring matters: bf16 log-probs of the same tokens differ from the fp32 policy's (so the test above can
+    fail), while the fp32 rescoring of fp32 samples agrees with generate's own logits."""
+    model, tokenizer = policy
+    config = SamplingConfig(k=4, max_new_tokens=6, temperature=TEMPERATURE, top_p=1.0, batch_size=3)
+    rows = _rows()
+    sampler = sampling_model(model, "bf16")
+    enc = tokenizer([r.prompt for r in rows], return_tensors="pt", padding=True)
+    ids, mask = (enc[key].repeat_interleave(config.k, 0) for key in ("input_ids", "attention_mask"))
+    samples = sample_batch(model, tokenizer, rows, config, 0)  # fp32 sampling, generate's logits
+    width = max(s["num_tokens"] for g in samples for s in g)
+    completion = torch.tensor([s["token_ids"] + [0] * (width - s["num_tokens"]) for g in samples for s in g])
+    fp32 = rescore(model, ids, mask, completion, TEMPERATURE)
+    bf16 = rescore(sampler, ids, mask, completion, TEMPERATURE)
+    stored = [s["token_logps"] for g in samples for s in g]
+    for i, logps in enumerate(stored):
+        assert torch.allclose(fp32[i, : len(logps)].double(), torch.tensor(logps, dtype=torch.float64), atol=2e-5)
+    assert (bf16 - fp32).abs().max() > 1e-3
+
+
+def test_auto_samples_in_bf16_only_where_the_cpu_has_native_bf16(policy, monkeypatch):
+    """AVX2-only CPUs run bf16 matmuls several times slower than fp32: there ``auto`` keeps the policy's dtype."""
+    model, _ = policy
+    monkeypatch.setattr(sampling, "cpu_has_native_bf16", lambda: False)
+    assert resolve_sample_dtype("auto", model) == "fp32" and sampling_model(model, "auto") is model
+    assert resolve_sample_dtype("auto", sampling_model(model, "bf16")) == "bf16"  # a bf16 policy samples itself
+    monkeypatch.setattr(sampling, "cpu_has_native_bf16", lambda: True)
+    assert resolve_sample_dtype("auto", model) == "bf16"
+    assert resolve_sample_dtype("fp32", model) == "fp32"
+
+
+def test_probe_cli_bf16_sampling_stores_the_fp32_policy_logprobs(tmp_path, capsys):
+    """``dipo probe --sample_dtype bf16`` end to end: meta says bf16, stored log-probs are the fp32 model's."""
+    import json
+
+    from dipo.cli.main import main
+    from dipo.evaluation.generation import load_model
+    from dipo.tasks import registry
+    from dipo.testing import build_tiny_model_dir
+
+    model_dir = build_tiny_model_dir(tmp_path / "model", seed=1, hidden_size=32)
+    out = tmp_path / "probe"
+    argv = ["probe", "--model", str(model_dir), "--task", "arithmetic", "--limit", "3", "-k", "4", "--threads", "1",
+            "--temperature", str(TEMPERATURE), "--no_progress", "--output_dir", str(out)]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--sample_dtype", "fp16"])
+    assert exit_info.value.code == 2 and "invalid choice: 'fp16'" in capsys.readouterr().err
+    assert not out.exists()
+    argv += ["--sample_dtype", "bf16"]
+    assert main(argv) == 0
+    assert json.loads((out / "meta.json").read_text())["sample_dtype"] == "bf16"
+    model, tokenizer = load_model(str(model_dir), "float32", "cpu")  # as the probe loads them
+    prompts = {r.id: r.prompt for r in registry.get_task("arithmetic").load(limit=3)}
+    records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(records) == 12
+    for record in records:
+        direct = _direct_logps(model, tokenizer, prompts[record["id"]], record["token_ids"])
+        assert torch.allclose(torch.tensor(record["token_logps"], dtype=torch.float64), direct, atol=2e-5)
