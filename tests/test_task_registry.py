@@ -73,7 +73,9 @@ def test_real_tasks_carry_their_rewards_and_evaluation():
     assert toolcall.reward("bfcl").binary and not toolcall.reward("toolrl").binary
     with pytest.raises(ValueError, match="math reward must be 'accuracy' \\(or 'auto'\\), got 'bfcl'"):
         math_spec.reward("bfcl")
-    assert math_spec.evaluation.scoring == "math" and toolcall.evaluation.scoring == "bfcl"
+    from dipo.evaluation.harness import BFCL_SCORING, MATH_SCORING
+
+    assert math_spec.evaluation.scorer() is MATH_SCORING and toolcall.evaluation.scorer() is BFCL_SCORING
     assert (math_spec.evaluation.defaults.k, toolcall.evaluation.defaults.k) == (8, 1)
     assert (math_spec.evaluation.defaults.temperature, toolcall.evaluation.defaults.temperature) == (0.6, 0.0)
     assert list_tasks(evaluable=True) == ["math", "toolcall"]
@@ -116,3 +118,58 @@ def test_harness_scoring_comes_from_the_registry():
     assert scoring_for("math") is SCORINGS["math"] and scoring_for("toolcall") is SCORINGS["bfcl"]
     with pytest.raises(ValueError, match="has no evaluation; dipo eval evaluates math, toolcall"):
         scoring_for("nl_arithmetic")
+
+
+def test_each_builtin_module_declares_its_task():
+    import importlib
+
+    for module in registry.BUILTIN_TASK_MODULES:
+        spec = importlib.import_module(module).TASK
+        assert get_task(spec.name) is spec, module  # the registry holds the module's own spec
+    assert set(list_tasks()) >= {importlib.import_module(m).TASK.name for m in registry.BUILTIN_TASK_MODULES}
+
+
+def test_listing_tasks_imports_no_optional_dependency():
+    """Listing (CLI help) imports every task module but none of the heavy optional packages, nor torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from dipo.tasks.registry import list_tasks; list_tasks(); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'reasoning_gym', 'math_verify', 'bfcl_eval', 'torch', 'transformers', 'datasets'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_register_a_spec_and_the_deprecated_scoring_name(monkeypatch):
+    from dipo.evaluation.harness import MATH_SCORING, scoring_for
+    from dipo.tasks import spec as spec_module
+
+    monkeypatch.setattr(registry, "_TASKS", dict(registry._TASKS))
+    monkeypatch.setattr(spec_module, "_WARNED", set())
+    math_spec = get_task("math")
+    old_style = registry.TaskEvaluation(math_spec.evaluation.defaults, ("gsm8k",), "math")
+    registry.register(registry.TaskSpec("old_style", math_spec.load, math_spec.make_reward, evaluation=old_style))
+    with pytest.warns(FutureWarning, match="scoring='math'\\) is deprecated"):
+        assert scoring_for("old_style") is MATH_SCORING
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert scoring_for("old_style") is MATH_SCORING  # warns once per process
+    with pytest.raises(ValueError, match=r"already registered \(by dipo\.tasks\.math\)"):
+        registry.register(registry.TaskSpec("old_style", math_spec.load, math_spec.make_reward))
+
+
+def test_cli_help_lists_the_registered_tasks(capsys):
+    from dipo.cli.main import main
+    from dipo.cli.train import TaskArguments
+
+    with pytest.raises(SystemExit):
+        main(["probe", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"a registered task: {', '.join(list_tasks())}" in help_text
+    train_help = TaskArguments.__dataclass_fields__["task"].metadata["help"]
+    assert all(repr(name) in train_help for name in list_tasks())

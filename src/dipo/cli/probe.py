@@ -47,10 +47,10 @@ SAMPLE_DTYPE_HELP = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from dipo.tasks.registry import list_tasks
+
     add_option(parser, "--model", default=None, help="model folder, Hub id, or 'smollm2-135m-instruct' (offline)")
-    add_option(
-        parser, "--task", default="nl_arithmetic", help="a registered task: math, toolcall, arithmetic, nl_arithmetic"
-    )
+    add_option(parser, "--task", default="nl_arithmetic", help=f"a registered task: {', '.join(list_tasks())}")
     add_option(
         parser,
         "--dataset",

@@ -29,13 +29,19 @@ from typing import Any
 logger = logging.getLogger("dipo.train")
 
 
+def _registered_tasks() -> str:
+    from dipo.tasks.registry import list_tasks
+
+    return ", ".join(repr(name) for name in list_tasks())
+
+
 @dataclass
 class TaskArguments:
     """What to train on and how it is rewarded."""
 
     task: str = field(
         default="math",
-        metadata={"help": "A task of dipo.tasks.registry: 'math', 'toolcall', 'arithmetic' or 'nl_arithmetic'."},
+        metadata={"help": f"A task of dipo.tasks.registry: {_registered_tasks()}."},
     )
     dataset: str = field(
         default="math_train",

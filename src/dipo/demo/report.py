@@ -432,6 +432,23 @@ def write_report(results: dict[str, Any], out: Path | str, plot_prefix: str = "p
     """Write ``report.md`` (and its plots) for ``results`` into ``out``."""
     out = Path(out)
     made = write_plots(results, out)
+    lines = [
+        *_setup_section(results),
+        *_accuracy_section(results),
+        *_paired_sections(results),
+        *_brr_activity_section(results),
+        *_entropy_section(results),
+        *_diagnostics_section(results),
+        *_plots_section(made, plot_prefix),
+        *_methods_section(results),
+    ]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _setup_section(results: dict[str, Any]) -> list[str]:
+    """The title, the setup paragraph (task, model, RL, evaluation, wall time) and the regime."""
     cfg = results["config"]
     warm = results["warmstart"]
     before = warm["heldout"]
@@ -452,7 +469,12 @@ def write_report(results: dict[str, Any], out: Path | str, plot_prefix: str = "p
     if regime:
         described = REGIMES[regime].description if regime in REGIMES else ""
         lines += ["", f"Regime `{regime}` (`dipo.demo.regimes`): {described}"]
-    lines += ["", "## Held-out accuracy (%; mean ± std over seeds)", "", results_table(results), ""]
+    return lines
+
+
+def _accuracy_section(results: dict[str, Any]) -> list[str]:
+    """Held-out accuracy table, the comparison and gains texts, BRR activity and mechanism texts."""
+    lines = ["", "## Held-out accuracy (%; mean ± std over seeds)", "", results_table(results), ""]
     comp = comparison_text(results)
     if comp:
         lines += [comp, ""]
@@ -460,6 +482,12 @@ def write_report(results: dict[str, Any], out: Path | str, plot_prefix: str = "p
     for text in (activity_text(results), mechanism_text(results)):
         if text:
             lines += [text, ""]
+    return lines
+
+
+def _paired_sections(results: dict[str, Any]) -> list[str]:
+    """Every method vs DAPO, paired by seed; with dynamic sampling, vs each DS baseline and the DS cost table."""
+    lines: list[str] = []
     paired = paired_table(results)
     if paired:
         lines += [
@@ -477,24 +505,36 @@ def write_report(results: dict[str, Any], out: Path | str, plot_prefix: str = "p
         ]
     methods = set(_by_method(results))
     if methods & {"dapo-ds", "dipo-ds"}:
-        for baseline in DS_BASELINES:
-            table = paired_table(results, baseline=baseline) if baseline in methods else None
-            if table:
-                lines += [f"## Every method vs {baseline}, paired by seed", "", table, ""]
-        cost = ds_cost_table(results)
-        if cost:
-            lines += [
-                "## Dynamic sampling: cost and kept groups",
-                "",
-                cost,
-                "",
-                "Per step means over the run, then mean ± std over seeds. Rounds: generation rounds per batch (1 = no "
-                "refill). % kept groups reallocated: kept groups that had zero reward variance and were kept only "
-                "because BRR reallocated them, over all kept groups. Wall time: the whole run, evaluations included "
-                "(machine load moves it).",
-                "",
-            ]
-    lines += [
+        lines += _ds_sections(results, methods)
+    return lines
+
+
+def _ds_sections(results: dict[str, Any], methods: set[str]) -> list[str]:
+    """Every method vs each dynamic-sampling baseline that ran, and the dynamic-sampling cost table."""
+    lines: list[str] = []
+    for baseline in DS_BASELINES:
+        table = paired_table(results, baseline=baseline) if baseline in methods else None
+        if table:
+            lines += [f"## Every method vs {baseline}, paired by seed", "", table, ""]
+    cost = ds_cost_table(results)
+    if cost:
+        lines += [
+            "## Dynamic sampling: cost and kept groups",
+            "",
+            cost,
+            "",
+            "Per step means over the run, then mean ± std over seeds. Rounds: generation rounds per batch (1 = no "
+            "refill). % kept groups reallocated: kept groups that had zero reward variance and were kept only "
+            "because BRR reallocated them, over all kept groups. Wall time: the whole run, evaluations included "
+            "(machine load moves it).",
+            "",
+        ]
+    return lines
+
+
+def _brr_activity_section(results: dict[str, Any]) -> list[str]:
+    """BRR activity over the whole run, then early and late steps."""
+    return [
         "## BRR activity (all seeds; whole run, then early and late steps)",
         "",
         brr_activity_table(results),
@@ -502,6 +542,11 @@ def write_report(results: dict[str, Any], out: Path | str, plot_prefix: str = "p
         brr_activity_table(results, windows=((1, 20), (21, math.inf))),
         "",
     ]
+
+
+def _entropy_section(results: dict[str, Any]) -> list[str]:
+    """Entropy shifts where DiPO acts (empty if the runs logged none)."""
+    lines: list[str] = []
     ent = entropy_table(results)
     if ent:
         lines += [
@@ -515,7 +560,12 @@ def write_report(results: dict[str, Any], out: Path | str, plot_prefix: str = "p
             "another leading space before the answer; answer entropy: entropy over digits where a digit is emitted.",
             "",
         ]
-    lines += [
+    return lines
+
+
+def _diagnostics_section(results: dict[str, Any]) -> list[str]:
+    """PSD/BRR diagnostics, mean over steps and seeds."""
+    return [
         "## Diagnostics (mean over steps and seeds)",
         "",
         diagnostics_table(results),
@@ -525,32 +575,42 @@ def write_report(results: dict[str, Any], out: Path | str, plot_prefix: str = "p
         "batches; their advantages are untouched (mean abs advantage change 0). n/a: diagnostics off (CDE runs).",
         "",
     ]
-    captions = {
-        "accuracy": "Held-out mean@k over steps",
-        "greedy": "Held-out greedy accuracy over steps",
-        "entropy": "Policy entropy",
-        "threshold": "τ* (as PPL)",
-        "groups": "Fractions of easy / normal / hard groups",
-        "realloc": "Reallocated groups per step",
-        "quadrants": "Quadrant fractions",
-        "ppl": "PPL distributions of correct vs wrong responses, first and last steps",
-        "ppl_2": "PPL distributions (more methods)",
-        "reward": "Training reward",
-        "pass": "Held-out pass@k over steps",
-        "trap": "Held-out mean@k on trap items",
-        "surface_entropy": "Surface entropy",
-        "answer_entropy": "Answer-digit entropy",
-    }
-    lines += ["## Plots", ""]
-    for name, caption in captions.items():
+
+
+#: Plot name → caption in the report, in report order (a plot is listed if it was made).
+_PLOT_CAPTIONS = {
+    "accuracy": "Held-out mean@k over steps",
+    "greedy": "Held-out greedy accuracy over steps",
+    "entropy": "Policy entropy",
+    "threshold": "τ* (as PPL)",
+    "groups": "Fractions of easy / normal / hard groups",
+    "realloc": "Reallocated groups per step",
+    "quadrants": "Quadrant fractions",
+    "ppl": "PPL distributions of correct vs wrong responses, first and last steps",
+    "ppl_2": "PPL distributions (more methods)",
+    "reward": "Training reward",
+    "pass": "Held-out pass@k over steps",
+    "trap": "Held-out mean@k on trap items",
+    "surface_entropy": "Surface entropy",
+    "answer_entropy": "Answer-digit entropy",
+}
+
+
+def _plots_section(made: dict[str, Path], plot_prefix: str) -> list[str]:
+    """The plots that were made, with their captions."""
+    lines = ["## Plots", ""]
+    for name, caption in _PLOT_CAPTIONS.items():
         if name in made:
             lines += [f"**{caption}**", "", f"![{caption}]({plot_prefix}{made[name].name})", ""]
-    lines += ["## Methods", ""]
+    return lines
+
+
+def _methods_section(results: dict[str, Any]) -> list[str]:
+    """One line per method: its name and description."""
+    lines = ["## Methods", ""]
     for name, info in results["methods"].items():
         lines.append(f"- `{name}`: {info['description']}")
-    path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return lines
 
 
 __all__ = [

@@ -7,8 +7,8 @@
   parallel_multiple (BFCL's own summary also averages java/javascript into "simple"; those need tree-sitter and
   are not evaluated here).
 
-Which scoring a task uses comes from the task registry (:class:`dipo.tasks.registry.TaskEvaluation`); the harness
-keeps one :class:`Scoring` per kind and never asks "math or function calling?" itself.
+Which scoring a task uses comes from the task registry (:class:`dipo.tasks.registry.TaskEvaluation` carries the
+task's :class:`Scoring` object); the harness never asks "math or function calling?" itself.
 """
 
 from __future__ import annotations
@@ -281,7 +281,7 @@ def _bfcl_average_rows(average: dict[str, float], columns: list[str]) -> list[st
 
 @dataclass(frozen=True)
 class Scoring:
-    """How one kind of task is scored, summarised and tabulated (named by ``TaskEvaluation.scoring``).
+    """How one kind of task is scored, summarised and tabulated (a task's ``TaskEvaluation.scoring`` returns it).
 
     ``score``: per-benchmark metrics and per-sample records from generations; ``metrics``: metrics from records (merge
     of shards); ``headline``: the metric logged per benchmark for k samples; ``average``: the summary over
@@ -298,25 +298,25 @@ class Scoring:
     rejudge: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
-SCORINGS: dict[str, Scoring] = {
-    "math": Scoring(
-        score=score_math,
-        metrics=math_metrics,
-        headline=lambda k: f"mean@{k}",
-        average=math_average,
-        columns=lambda k: [f"mean@{k}", f"maj@{k}", f"pass@{k}", "answer_found", "boxed", "truncated", "mean_tokens"],
-        average_rows=_math_average_rows,
-        rejudge=rejudge_math,
-    ),
-    "bfcl": Scoring(
-        score=score_bfcl,
-        metrics=bfcl_metrics,
-        headline=lambda k: "accuracy",
-        average=bfcl_average,
-        columns=lambda k: ["accuracy", "parsed", "mean_tokens"],
-        average_rows=_bfcl_average_rows,
-    ),
-}
+MATH_SCORING = Scoring(
+    score=score_math,
+    metrics=math_metrics,
+    headline=lambda k: f"mean@{k}",
+    average=math_average,
+    columns=lambda k: [f"mean@{k}", f"maj@{k}", f"pass@{k}", "answer_found", "boxed", "truncated", "mean_tokens"],
+    average_rows=_math_average_rows,
+    rejudge=rejudge_math,
+)
+BFCL_SCORING = Scoring(
+    score=score_bfcl,
+    metrics=bfcl_metrics,
+    headline=lambda k: "accuracy",
+    average=bfcl_average,
+    columns=lambda k: ["accuracy", "parsed", "mean_tokens"],
+    average_rows=_bfcl_average_rows,
+)
+#: The scorings by name (a task's ``TaskEvaluation.scoring`` hands over the object; a name here is deprecated).
+SCORINGS: dict[str, Scoring] = {"math": MATH_SCORING, "bfcl": BFCL_SCORING}
 
 
 def scoring_for(task: str) -> Scoring:
@@ -326,7 +326,7 @@ def scoring_for(task: str) -> Scoring:
     evaluation = get_task(task).evaluation
     if evaluation is None:
         raise ValueError(f"task {task!r} has no evaluation; dipo eval evaluates {', '.join(list_tasks(True))}")
-    return SCORINGS[evaluation.scoring]
+    return evaluation.scorer()
 
 
 def markdown_table(results: dict[str, Any]) -> str:

@@ -209,11 +209,7 @@ def run_probe(
     ``max_new_tokens`` / ``chat_template`` should be the training sampler's (TRL's defaults: 1.0 / 1.0).
     ``sample_dtype``: the weights that draw the tokens (:mod:`dipo.probe.sampling`); the log-probs are the model's.
     """
-    import torch
-
-    from dipo.evaluation.generation import SamplingConfig, load_model
-    from dipo.evaluation.harness import hardware_description
-    from dipo.probe.sampling import SAMPLE_DTYPE_CHOICES, resolve_sample_dtype, sample_rows
+    from dipo.probe.sampling import SAMPLE_DTYPE_CHOICES, resolve_sample_dtype
     from dipo.tasks.registry import get_task
 
     if sample_dtype not in SAMPLE_DTYPE_CHOICES:
@@ -222,7 +218,40 @@ def run_probe(
         spec = get_task(task)
     except KeyError as err:
         raise ValueError(err.args[0] if err.args else f"unknown task {task!r}") from None
-    defaults = spec.defaults
+    sampling = _sampling_config(spec.defaults, k, max_new_tokens, temperature, top_p, batch_size, seed, chat_template)
+    dataset = dataset or spec.defaults.dataset
+    rows = _load_rows(spec, dataset, split, limit, offset, seed)
+    out_dir = Path(output_dir)
+    settings = {"task": task, "dataset": dataset, "split": split, "limit": limit, "offset": offset}
+    if isinstance(model, str):
+        settings["model"] = model
+    check_output_dir(out_dir, {**settings, "sampling": asdict(sampling)}, sampling.k, overwrite, resume)
+    name, model, tokenizer = _prepare_model(model, tokenizer, dtype, device)
+    meta = _probe_meta(name, settings, rows, sampling, tokenizer, spec)
+    meta["sample_dtype"] = resolve_sample_dtype(sample_dtype, model)
+    done = prepare_output_dir(out_dir, meta, overwrite, resume)
+    samples_path = out_dir / "samples.jsonl"
+    start = time.perf_counter()
+    spent = _sample_into(samples_path, model, tokenizer, rows, sampling, spec, done, show_progress, sample_dtype)
+    meta["sampling_seconds"] = spent
+    meta["wall_seconds"] = time.perf_counter() - start
+    records = read_samples(samples_path, sampling.k)
+    return finish(records, meta, out_dir, analysis)
+
+
+def _sampling_config(
+    defaults: Any,
+    k: int | None,
+    max_new_tokens: int | None,
+    temperature: float,
+    top_p: float,
+    batch_size: int,
+    seed: int,
+    chat_template: bool | None,
+) -> Any:
+    """The probe's :class:`~dipo.evaluation.generation.SamplingConfig` (``None``: the task's default), checked."""
+    from dipo.evaluation.generation import SamplingConfig
+
     sampling = SamplingConfig(
         k=defaults.k if k is None else k,
         max_new_tokens=defaults.max_new_tokens if max_new_tokens is None else max_new_tokens,
@@ -233,18 +262,26 @@ def run_probe(
         chat_template=defaults.chat_template if chat_template is None else chat_template,
     )
     _check_sampling(sampling)
-    dataset = dataset or defaults.dataset
+    return sampling
+
+
+def _load_rows(
+    spec: Any, dataset: str | None, split: str | None, limit: int | None, offset: int, seed: int
+) -> list[Any]:
+    """The task's rows to probe (``split=None``: the loader's default); ``ValueError`` if there are none."""
     load_kwargs: dict[str, Any] = {"dataset": dataset, "limit": limit, "offset": offset, "seed": seed}
     if split:
         load_kwargs["split"] = split
     rows = spec.load(**load_kwargs)
     if not rows:
-        raise ValueError(f"task {task!r} (dataset {dataset!r}) gave no rows for offset={offset}, limit={limit}")
-    out_dir = Path(output_dir)
-    settings = {"task": task, "dataset": dataset, "split": split, "limit": limit, "offset": offset}
-    if isinstance(model, str):
-        settings["model"] = model
-    check_output_dir(out_dir, {**settings, "sampling": asdict(sampling)}, sampling.k, overwrite, resume)
+        raise ValueError(f"task {spec.name!r} (dataset {dataset!r}) gave no rows for offset={offset}, limit={limit}")
+    return rows
+
+
+def _prepare_model(model: str | Any, tokenizer: Any, dtype: str, device: str | None) -> tuple[str, Any, Any]:
+    """``(name, model in eval mode, tokenizer padding on the left)``: loaded if ``model`` is a name or folder."""
+    from dipo.evaluation.generation import load_model
+
     if isinstance(model, str):
         name = model
         model, tokenizer = load_model(model, dtype, device)
@@ -256,10 +293,21 @@ def run_probe(
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
     model.eval()
+    return name, model, tokenizer
+
+
+def _probe_meta(
+    name: str, settings: dict[str, Any], rows: Sequence[Any], sampling: Any, tokenizer: Any, spec: Any
+) -> dict[str, Any]:
+    """``meta.json`` of a probe before sampling (timings are added after it)."""
+    import torch
+
+    from dipo.evaluation.harness import hardware_description
+
     uses_template = (
         bool(getattr(tokenizer, "chat_template", None)) if sampling.chat_template is None else (sampling.chat_template)
     )
-    meta: dict[str, Any] = {
+    return {
         "model": str(name),
         **settings,
         "num_prompts": len(rows),
@@ -268,18 +316,32 @@ def run_probe(
         "reward": getattr(spec.make_reward(), "__name__", "reward"),
         "logprobs": "log softmax(logits / temperature) of the sampled tokens (tempered policy, no top-p), EOS "
         "included, prompt and padding excluded",
-        "sample_dtype": resolve_sample_dtype(sample_dtype, model),
         "hardware": hardware_description(),
         "torch_threads": torch.get_num_threads(),
     }
-    done = prepare_output_dir(out_dir, meta, overwrite, resume)
+
+
+def _sample_into(
+    samples_path: Path,
+    model: Any,
+    tokenizer: Any,
+    rows: Sequence[Any],
+    sampling: Any,
+    spec: Any,
+    done: set[str],
+    show_progress: bool,
+    sample_dtype: str = "auto",
+) -> float:
+    """Sample the rows not ``done`` and append their scored samples to ``samples_path`` batch by batch; returns the
+    sampling seconds."""
+    from dipo.probe.sampling import sample_rows
+
     reward_fn = spec.make_reward()
-    samples_path = out_dir / "samples.jsonl"
     bar = None
     if show_progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(rows), desc=f"probe {task}", unit="prompt", initial=len(done))
+        bar = tqdm(total=len(rows), desc=f"probe {spec.name}", unit="prompt", initial=len(done))
 
     def on_batch(idx: list[int], samples: list[list[dict[str, Any]]], seconds: float) -> None:
         lines = []
@@ -296,14 +358,10 @@ def run_probe(
         if bar is not None:
             bar.update(len([i for i in idx if rows[i].id not in done]))
 
-    start = time.perf_counter()
     spent = sample_rows(model, tokenizer, rows, sampling, on_batch, done, sample_dtype=sample_dtype)
     if bar is not None:
         bar.close()
-    meta["sampling_seconds"] = spent
-    meta["wall_seconds"] = time.perf_counter() - start
-    records = read_samples(samples_path, sampling.k)
-    return finish(records, meta, out_dir, analysis)
+    return spent
 
 
 def finish(

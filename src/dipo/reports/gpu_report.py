@@ -77,80 +77,97 @@ def render_markdown(data: dict[str, Any]) -> str:
     ]
     fg = data.get("fastgen")
     if fg:
-        d, f = fg.get("default", {}), fg.get("fast", {})
-        lines += [
-            "### Fast rollouts (`fast_generation=True`) vs TRL's default `generate`",
-            "",
-            f"Policy: {fg.get('weights')}; preset `dipo`; decoding step compiled: {fg.get('compiled')}; new "
-            f"compiled graphs after the first fast step: {f.get('new_compiled_graphs_after_first_step')}.",
-            "",
-            "| path | rollout tokens/s | rollout s | step s | first step s (warm-up) |",
-            "|---|---|---|---|---|",
-            f"| default | {fmt(d.get('median_rollout_tokens_per_s'), '.0f')} | {fmt(d.get('median_rollout_s'))} | "
-            f"{fmt(d.get('median_step_s'))} | {fmt(d.get('first_step_s'), '.1f')} |",
-            f"| fast_generation | {fmt(f.get('median_rollout_tokens_per_s'), '.0f')} | "
-            f"{fmt(f.get('median_rollout_s'))} | {fmt(f.get('median_step_s'))} | "
-            f"{fmt(f.get('first_step_s'), '.1f')} |",
-            f"| **speed-up** | **{fmt(fg.get('rollout_speedup'), '.2f')}×** (target ≥ 5) | | "
-            f"**{fmt(fg.get('step_speedup'), '.2f')}×** (target ≥ 3) | |",
-            "",
-        ]
-        lp = fg.get("logprob_check")
-        if lp:
-            lines += [
-                "| log-prob check (sampler vs reference forward) | tokens | max \\|Δ\\| | mean \\|Δ\\| |",
-                "|---|---|---|---|",
-                *[
-                    f"| {name} | {lp[name]['tokens']} | {fmt(lp[name]['max_abs_diff'], '.2e')} | "
-                    f"{fmt(lp[name]['mean_abs_diff'], '.2e')} |"
-                    for name in ("default", "fast")
-                ],
-                "",
-                f"Log-prob check passed: {lp.get('pass')} (fast mean |Δ| ≤ 1.5 × default + 1e-3). Greedy: "
-                f"{fmt(fg.get('greedy_check', {}).get('identical_rows'))} of rows identical, mean agreeing prefix "
-                f"{fmt(fg.get('greedy_check', {}).get('mean_agreeing_prefix'))}. Generation configs differ only in: "
-                f"{', '.join(sorted(fg.get('generation_config_diff', {})))}.",
-                "",
-            ]
+        lines += _fastgen_section(fg)
     ov = data.get("overhead")
     if ov:
-        lines += [
-            "### Overhead: DAPO vs DiPO, same policy, interleaved",
-            "",
-            f"Generation path: {ov.get('path')}; {ov.get('note')}.",
-            "",
-            "| DAPO step s | DiPO step s | ratio (medians) | median per-round ratio | DiPO work ms/step | target |",
-            "|---|---|---|---|---|---|",
-            f"| {fmt(ov.get('dapo_median_step_s'))} | {fmt(ov.get('dipo_median_step_s'))} | "
-            f"**{fmt(ov.get('ratio'))}** | {fmt(ov.get('median_round_ratio'))} | "
-            f"{fmt(ov.get('dipo_work_median_ms'), '.1f')} | ≤ 1.02 |",
-            "",
-        ]
+        lines += _overhead_section(ov)
     le = data.get("learning")
     if le and le.get("warmstart"):
-        ws = le["warmstart"]
-        k = le["sizes"].get("k")
-        lines += [
-            "### Learning: arithmetic demo task, larger from-scratch model",
-            "",
-            f"Model: Llama, hidden {ws['model']['hidden_size']}, {ws['model']['num_hidden_layers']} layers "
-            f"({ws['num_parameters']:,} parameters), warm start {ws['sft']['steps']} SFT steps "
-            f"({fmt(ws['sft_seconds'], '.0f')} s); RL {le['sizes'].get('rl_steps')} steps × "
-            f"{le['sizes'].get('rl_prompts_per_step')} prompts × G {le['sizes'].get('rl_generations')}. Warm start "
-            f"held-out mean@{k} {fmt(ws['heldout']['mean_at_k'])}, greedy {fmt(ws['heldout']['greedy'])}.",
-            "",
-            f"| method | seeds | held-out mean@{k} (mean ± std) | per seed | greedy |",
-            "|---|---|---|---|---|",
-        ]
-        for name, row in le.get("summary", {}).items():
-            lines.append(
-                f"| {name} | {row['seeds']} | {fmt(row['mean_at_k'])} ± {fmt(row['mean_at_k_std'])} | "
-                f"{', '.join(fmt(v) for v in row['mean_at_k_per_seed'])} | {fmt(row['greedy'])} |"
-            )
-        if le.get("skipped"):
-            lines.append(f"\nSkipped (time budget): {', '.join(le['skipped'])}.")
-        lines.append("")
+        lines += _learning_section(le)
     return "\n".join(lines)
+
+
+def _fastgen_section(fg: dict[str, Any]) -> list[str]:
+    """Fast rollouts vs TRL's default ``generate``: speeds, then the log-prob and greedy checks if they ran."""
+    d, f = fg.get("default", {}), fg.get("fast", {})
+    lines = [
+        "### Fast rollouts (`fast_generation=True`) vs TRL's default `generate`",
+        "",
+        f"Policy: {fg.get('weights')}; preset `dipo`; decoding step compiled: {fg.get('compiled')}; new "
+        f"compiled graphs after the first fast step: {f.get('new_compiled_graphs_after_first_step')}.",
+        "",
+        "| path | rollout tokens/s | rollout s | step s | first step s (warm-up) |",
+        "|---|---|---|---|---|",
+        f"| default | {fmt(d.get('median_rollout_tokens_per_s'), '.0f')} | {fmt(d.get('median_rollout_s'))} | "
+        f"{fmt(d.get('median_step_s'))} | {fmt(d.get('first_step_s'), '.1f')} |",
+        f"| fast_generation | {fmt(f.get('median_rollout_tokens_per_s'), '.0f')} | "
+        f"{fmt(f.get('median_rollout_s'))} | {fmt(f.get('median_step_s'))} | "
+        f"{fmt(f.get('first_step_s'), '.1f')} |",
+        f"| **speed-up** | **{fmt(fg.get('rollout_speedup'), '.2f')}×** (target ≥ 5) | | "
+        f"**{fmt(fg.get('step_speedup'), '.2f')}×** (target ≥ 3) | |",
+        "",
+    ]
+    lp = fg.get("logprob_check")
+    if lp:
+        lines += [
+            "| log-prob check (sampler vs reference forward) | tokens | max \\|Δ\\| | mean \\|Δ\\| |",
+            "|---|---|---|---|",
+            *[
+                f"| {name} | {lp[name]['tokens']} | {fmt(lp[name]['max_abs_diff'], '.2e')} | "
+                f"{fmt(lp[name]['mean_abs_diff'], '.2e')} |"
+                for name in ("default", "fast")
+            ],
+            "",
+            f"Log-prob check passed: {lp.get('pass')} (fast mean |Δ| ≤ 1.5 × default + 1e-3). Greedy: "
+            f"{fmt(fg.get('greedy_check', {}).get('identical_rows'))} of rows identical, mean agreeing prefix "
+            f"{fmt(fg.get('greedy_check', {}).get('mean_agreeing_prefix'))}. Generation configs differ only in: "
+            f"{', '.join(sorted(fg.get('generation_config_diff', {})))}.",
+            "",
+        ]
+    return lines
+
+
+def _overhead_section(ov: dict[str, Any]) -> list[str]:
+    """DAPO vs DiPO step time on the same policy."""
+    return [
+        "### Overhead: DAPO vs DiPO, same policy, interleaved",
+        "",
+        f"Generation path: {ov.get('path')}; {ov.get('note')}.",
+        "",
+        "| DAPO step s | DiPO step s | ratio (medians) | median per-round ratio | DiPO work ms/step | target |",
+        "|---|---|---|---|---|---|",
+        f"| {fmt(ov.get('dapo_median_step_s'))} | {fmt(ov.get('dipo_median_step_s'))} | "
+        f"**{fmt(ov.get('ratio'))}** | {fmt(ov.get('median_round_ratio'))} | "
+        f"{fmt(ov.get('dipo_work_median_ms'), '.1f')} | ≤ 1.02 |",
+        "",
+    ]
+
+
+def _learning_section(le: dict[str, Any]) -> list[str]:
+    """Held-out accuracy per method of the learning check."""
+    ws = le["warmstart"]
+    k = le["sizes"].get("k")
+    lines = [
+        "### Learning: arithmetic demo task, larger from-scratch model",
+        "",
+        f"Model: Llama, hidden {ws['model']['hidden_size']}, {ws['model']['num_hidden_layers']} layers "
+        f"({ws['num_parameters']:,} parameters), warm start {ws['sft']['steps']} SFT steps "
+        f"({fmt(ws['sft_seconds'], '.0f')} s); RL {le['sizes'].get('rl_steps')} steps × "
+        f"{le['sizes'].get('rl_prompts_per_step')} prompts × G {le['sizes'].get('rl_generations')}. Warm start "
+        f"held-out mean@{k} {fmt(ws['heldout']['mean_at_k'])}, greedy {fmt(ws['heldout']['greedy'])}.",
+        "",
+        f"| method | seeds | held-out mean@{k} (mean ± std) | per seed | greedy |",
+        "|---|---|---|---|---|",
+    ]
+    for name, row in le.get("summary", {}).items():
+        lines.append(
+            f"| {name} | {row['seeds']} | {fmt(row['mean_at_k'])} ± {fmt(row['mean_at_k_std'])} | "
+            f"{', '.join(fmt(v) for v in row['mean_at_k_per_seed'])} | {fmt(row['greedy'])} |"
+        )
+    if le.get("skipped"):
+        lines.append(f"\nSkipped (time budget): {', '.join(le['skipped'])}.")
+    lines.append("")
+    return lines
 
 
 def write_plots(data: dict[str, Any], out: Path) -> list[str]:

@@ -9,6 +9,8 @@ responses right), normal groups and hard groups (all wrong) — the regime DiPO 
 
 The train/held-out split is a deterministic hash of ``(split_seed, prompt)``: the same prompt is always on the same
 side, whatever the sampling seed, so held-out prompts never leak into training.
+
+:data:`TASK` is the ``arithmetic`` task of :mod:`dipo.tasks.registry` (loader :func:`load_task`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from dipo.tasks.data import TaskRow
+from dipo.tasks.spec import DataOptions, TaskDefaults, TaskSpec, reject_options, slice_rows
 
 OPERATIONS = ("+", "-", "*", "chain")
 """``+`` a+b; ``-`` a-b with a ≥ b; ``*`` a×b with a one-digit b; ``chain`` a+b+c."""
@@ -188,3 +193,46 @@ def arithmetic_reward(prompts: list[Any], completions: list[Any], answer: list[s
 def to_records(items: Sequence[ArithmeticItem]) -> list[dict[str, Any]]:
     """Rows for a ``datasets.Dataset``: ``prompt``, ``answer``, ``level``, ``op``."""
     return [{"prompt": it.prompt, "answer": it.answer, "level": it.level, "op": it.op} for it in items]
+
+
+# --- the registered task ---------------------------------------------------------------------------------------
+def load_task(
+    *,
+    dataset: str | None = None,
+    split: str = "heldout",
+    limit: int | None = None,
+    offset: int = 0,
+    seed: int = 0,
+    ops: str = "+",
+    data: DataOptions | None = None,  # generated data: file/field options do not apply (ignored)
+    **options: Any,
+) -> list[TaskRow]:
+    """Loader of the ``arithmetic`` task (:mod:`dipo.tasks.registry`'s contract): ``dataset`` is a comma list of
+    levels 1-5 (default all), ``ops`` a comma list of :data:`OPERATIONS`; ``limit`` defaults to 256 rows."""
+    reject_options("arithmetic", options)
+    try:
+        levels = tuple(int(x) for x in (dataset or "1,2,3,4,5").split(",") if x.strip())
+    except ValueError as err:
+        raise ValueError(f"arithmetic: dataset must be a comma list of levels 1-5, got {dataset!r}") from err
+    task = ArithmeticTask(levels=levels, ops=tuple(ops.split(",")))
+    n = offset + (limit if limit is not None else 256)
+    items = task.sample(n, seed=seed, split=split)
+    rows = [
+        TaskRow(it.prompt, it.answer, f"arithmetic-{split}-{i}", "arithmetic", {"level": it.level, "op": it.op})
+        for i, it in enumerate(items)
+    ]
+    return slice_rows(rows, offset, limit)
+
+
+def _reward() -> Any:
+    return arithmetic_reward
+
+
+TASK = TaskSpec(
+    name="arithmetic",
+    load=load_task,
+    make_reward=_reward,
+    defaults=TaskDefaults(max_new_tokens=8, chat_template=False, dataset="1,2,3,4,5"),
+    description="the demo's synthetic addition ('37+85=' -> reversed digits '221'; plain text); dataset: comma "
+    "list of levels 1-5",
+)

@@ -17,6 +17,8 @@ Integer part 0–20, ``d`` 2–9; the two numbers appear in random order, under 
 **Verifier**: the model's answer is the *first* number of the completion that equals (by value: 9.90 = 9.9) one of
 the two options ("9.9 is larger than 9.11" answers 9.9); reward 1.0 iff it is the larger one, 0.0 otherwise (no
 option named, or the smaller one). Bounded and never raises on model output.
+
+:data:`TASK` is the ``decimal_compare`` task of :mod:`dipo.tasks.registry`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from dipo.tasks.data import TaskRow
-from dipo.tasks.generated import chat_rows, draw_distinct, number_tokens, safe_text, to_decimal
+from dipo.tasks.generated import chat_rows, draw_distinct, generated_loader, number_tokens, safe_text, to_decimal
+from dipo.tasks.spec import TaskDefaults, TaskSpec
 
 INSTRUCTION = "Answer with just the number."
 LEVELS = {
@@ -124,3 +127,13 @@ def _question_text(prompt: Any) -> str:
     if isinstance(prompt, list) and prompt and isinstance(prompt[-1], dict):
         return str(prompt[-1].get("content") or "")
     return str(prompt or "")
+
+
+TASK = TaskSpec(
+    name="decimal_compare",
+    load=generated_loader("decimal_compare", load_rows),
+    make_reward=DecimalCompareReward,
+    defaults=TaskDefaults(max_new_tokens=16, dataset="trap,control"),
+    description="'Which is larger, 9.11 or 9.9? Answer with just the number.'; dataset: comma list of levels "
+    "trap (the shorter decimal is larger), control (the longer is larger); first-named-option reward",
+)

@@ -2,7 +2,8 @@
 chat rows and a bounded number extractor for untrusted model output.
 
 Used by :mod:`dipo.tasks.decimal_compare`, :mod:`dipo.tasks.letter_count` and :mod:`dipo.tasks.reasoning_gym`
-(:mod:`dipo.tasks.nl_arithmetic` predates it and keeps its own copy of the same rules).
+(:mod:`dipo.tasks.nl_arithmetic` predates it and keeps its own copy of the same rules); :func:`generated_loader`
+turns their ``load_rows`` into a registry loader.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from dipo.tasks.data import TaskRow
+from dipo.tasks.spec import DataOptions, Loader, check_bounds, reject_options
 
 SPLITS = ("train", "heldout", "all")
 HELDOUT_FRACTION = 0.25
@@ -122,3 +124,28 @@ def safe_text(completion: Any) -> str:
         return completion_text(completion)
     except TypeError:
         return ""
+
+
+def generated_loader(name: str, load_rows: Callable[..., list[TaskRow]]) -> Loader:
+    """The registry loader (:mod:`dipo.tasks.registry`'s contract) of generated task ``name`` whose rows come from
+    ``load_rows(dataset, split, limit, offset, seed, split_seed=..., chat=...)``."""
+
+    def load(
+        *,
+        dataset: str | None = None,
+        split: str = "train",
+        limit: int | None = None,
+        offset: int = 0,
+        seed: int = 0,
+        chat: bool = True,
+        split_seed: int = 0,
+        data: DataOptions | None = None,  # generated data: file/field options do not apply (ignored)
+        **options: Any,
+    ) -> list[TaskRow]:
+        reject_options(name, options)
+        check_bounds(offset, limit)
+        return load_rows(dataset, split, limit, offset, seed, split_seed=split_seed, chat=chat)
+
+    load.__doc__ = f"Loader of the generated task {name!r} (see its module)."
+    load.__module__ = load_rows.__module__
+    return load

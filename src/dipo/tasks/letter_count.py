@@ -8,6 +8,8 @@ Deterministic from a seed, distinct questions, hash train / held-out split (:mod
 
 **Verifier**: the *last* number in the completion — digits, or a number word zero–twelve — must equal the count
 ("There are 3 r's." and "three" are both right). Bounded and never raises on model output.
+
+:data:`TASK` is the ``letter_count`` task of :mod:`dipo.tasks.registry`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from dipo.tasks.data import TaskRow
-from dipo.tasks.generated import MAX_SCAN_CHARS, chat_rows, draw_distinct, safe_text
+from dipo.tasks.generated import MAX_SCAN_CHARS, chat_rows, draw_distinct, generated_loader, safe_text
+from dipo.tasks.spec import TaskDefaults, TaskSpec
 
 INSTRUCTION = "Answer with just the number."
 LEVELS = {
@@ -135,3 +138,13 @@ class LetterCountReward:
                 raise ValueError(f"LetterCountReward: gold answer {answer!r} is not a count")
             out.append(1.0 if last_count(safe_text(completion)) == int(answer) else 0.0)
         return out
+
+
+TASK = TaskSpec(
+    name="letter_count",
+    load=generated_loader("letter_count", load_rows),
+    make_reward=LetterCountReward,
+    defaults=TaskDefaults(max_new_tokens=16, dataset="repeat,single"),
+    description='\'How many times does the letter "r" appear in the word "strawberry"?\'; dataset: comma list '
+    "of levels repeat (2-4 times), single, absent; last-number reward (digits or zero-twelve)",
+)

@@ -18,6 +18,8 @@ hundred distinct prompts. Generation is deterministic from a seed; the train / h
 **Verifier**: the *last integer* in the completion must equal the answer (``"7 + 5 = 12"`` and ``"12."`` are both
 right; ``"12 apples, no 13"`` is wrong). This is the last-number rule of GSM8K-style evaluation; a response that
 names the right number and then another one is judged by the last. Rewards are binary (1.0 / 0.0).
+
+:data:`TASK` is the ``nl_arithmetic`` task of :mod:`dipo.tasks.registry` (loader :func:`load_task`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dipo.tasks.data import TaskRow, completion_text
+from dipo.tasks.spec import DataOptions, TaskDefaults, TaskSpec, reject_options, slice_rows
 
 INSTRUCTION = "Answer with just the number."
 
@@ -214,3 +217,39 @@ class NLArithmeticReward:
                 text = ""
             out.append(1.0 if is_correct(text, str(answer)) else 0.0)
         return out
+
+
+def load_task(
+    *,
+    dataset: str | None = None,
+    split: str = "train",
+    limit: int | None = None,
+    offset: int = 0,
+    seed: int = 0,
+    chat: bool = True,
+    split_seed: int = 0,
+    data: DataOptions | None = None,  # generated data: file/field options do not apply (ignored)
+    **options: Any,
+) -> list[TaskRow]:
+    """Loader of the ``nl_arithmetic`` task (:mod:`dipo.tasks.registry`'s contract): ``dataset`` is a comma list of
+    levels (default ``add1``); ``limit`` defaults to 256 rows."""
+    reject_options("nl_arithmetic", options)
+    levels = tuple(x.strip() for x in (dataset or "add1").split(",") if x.strip())
+    n = offset + (limit if limit is not None else 256)
+    items = generate_items(n, levels=levels, seed=seed, split=split, split_seed=split_seed)
+    rows = to_task_rows(items, chat=chat, source=f"nl_arithmetic-{'+'.join(levels)}-{split}")
+    return slice_rows(rows, offset, limit)
+
+
+def _reward() -> NLArithmeticReward:
+    return NLArithmeticReward(answer_field="answer")
+
+
+TASK = TaskSpec(
+    name="nl_arithmetic",
+    load=load_task,
+    make_reward=_reward,
+    defaults=TaskDefaults(max_new_tokens=16, dataset="add1"),
+    description="natural-language arithmetic ('What is 7 + 5? Answer with just the number.'); dataset: comma "
+    "list of levels add1, mul1, add2, word",
+)

@@ -22,6 +22,8 @@ held-out split (:mod:`dipo.tasks.generated`).
 the reward is 1.0 iff that score is ≥ 1.0 (:data:`SCORE_THRESHOLD`). reasoning-gym's scorers give partial credit
 (0.01 for a wrong answer in some generators, ``len(gold) / len(answer)`` when the gold answer is a substring, so
 ``-13`` for ``13`` scores 0.67): all of it counts as wrong. Never raises on model output.
+
+:data:`TASK` is the ``reasoning_gym`` task of :mod:`dipo.tasks.registry`.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from functools import lru_cache
 from typing import Any
 
 from dipo.tasks.data import TaskRow
-from dipo.tasks.generated import canonical_number, chat_rows, draw_distinct, number_tokens, safe_text
+from dipo.tasks.generated import canonical_number, chat_rows, draw_distinct, generated_loader, number_tokens, safe_text
+from dipo.tasks.spec import TaskDefaults, TaskSpec
 
 VERSION = "0.1.25"
 INSTALL_HINT = f"pip install reasoning-gym=={VERSION}  (or: pip install 'dipo[atlas]')"
@@ -150,3 +153,13 @@ class ReasoningGymReward:
             value = score(check_generator(name), safe_text(completion), str(answer))
             out.append(1.0 if value >= SCORE_THRESHOLD else 0.0)
         return out
+
+
+TASK = TaskSpec(
+    name="reasoning_gym",
+    load=generated_loader("reasoning_gym", load_rows),
+    make_reward=ReasoningGymReward,
+    defaults=TaskDefaults(max_new_tokens=16, dataset="basic_arithmetic"),
+    description="short-answer reasoning-gym generators (optional: pip install reasoning-gym==0.1.25); dataset: "
+    "basic_arithmetic, chain_sum, gcd, lcm or simple_equations; its scorer thresholded at 1.0",
+)

@@ -21,8 +21,15 @@ The package is split by role; every public name is importable from ``dipo.tasks.
 * :mod:`~dipo.tasks.math.verify` — bounded math-verify comparisons and verdicts (its limits and counters live there);
 * :mod:`~dipo.tasks.math.rewards` — TRL reward functions;
 * :mod:`~dipo.tasks.math.loaders` — GSM8K, MATH, users' datasets, :data:`MATH_BENCHMARKS`.
+
+:data:`TASK` is the ``math`` task of :mod:`dipo.tasks.registry` (loader :func:`load_task`).
 """
 
+from __future__ import annotations
+
+from typing import Any
+
+from dipo.tasks.data import TaskRow
 from dipo.tasks.math.extract import (
     ExtractedAnswer,
     extract_answer,
@@ -66,6 +73,15 @@ from dipo.tasks.math.verify import (
     verify_answer,
     verify_stats,
 )
+from dipo.tasks.spec import (
+    DataOptions,
+    RewardChoice,
+    TaskDefaults,
+    TaskEvaluation,
+    TaskSpec,
+    reject_options,
+    slice_rows,
+)
 
 __all__ = [
     "GSM8K_TEST_SIZE",
@@ -75,6 +91,7 @@ __all__ = [
     "MATH_SUBJECTS",
     "MATH_TEST_SIZE",
     "MAX_ANSWER_CHARS",
+    "TASK",
     "VERIFY_IN_WORKER",
     "VERIFY_MEMORY_MB",
     "VERIFY_STARTUP_TIMEOUT_S",
@@ -95,6 +112,7 @@ __all__ = [
     "load_math",
     "load_math_dataset",
     "load_math_levels",
+    "load_task",
     "normalize_answer",
     "parse_answer",
     "parse_gold",
@@ -102,3 +120,70 @@ __all__ = [
     "verify_answer",
     "verify_stats",
 ]
+
+
+def load_task(
+    *,
+    dataset: str | None = None,
+    split: str = "train",
+    limit: int | None = None,
+    offset: int = 0,
+    seed: int = 0,
+    instruction: str | None = None,
+    data: DataOptions | None = None,
+    **options: Any,
+) -> list[TaskRow]:
+    """Loader of the ``math`` task (:mod:`dipo.tasks.registry`'s contract): a benchmark of :data:`MATH_BENCHMARKS`,
+    a level filter (``math_train:level1-2``) or a user's file / Hub id (default ``gsm8k``)."""
+    reject_options("math", options)
+    data = data or DataOptions()
+    name = dataset or "gsm8k"
+    end = None if limit is None else offset + limit
+    instruction = instruction or data.instruction or MATH_INSTRUCTION
+    leveled = parse_math_levels(name)
+    if leveled is not None:
+        rows = load_math_levels(*leveled, seed=seed, instruction=instruction)
+    elif name in MATH_BENCHMARKS:
+        rows = MATH_BENCHMARKS[name](end, instruction)
+    else:
+        rows = load_math_dataset(
+            name,
+            fields=data.fields,
+            split=split,
+            config_name=data.config_name,
+            limit=end,
+            instruction=instruction,
+            on_error=data.on_error,
+            max_skip_fraction=data.max_skip_fraction,
+        )
+    return slice_rows(rows, offset, limit)
+
+
+def _accuracy_reward() -> MathAccuracyReward:
+    return MathAccuracyReward(answer_field="answer")
+
+
+def _scoring() -> Any:
+    """``dipo eval``'s scoring of math (:data:`dipo.evaluation.harness.MATH_SCORING`; the harness imports torch)."""
+    from dipo.evaluation.harness import MATH_SCORING
+
+    return MATH_SCORING
+
+
+TASK = TaskSpec(
+    name="math",
+    load=load_task,
+    make_reward=_accuracy_reward,
+    defaults=TaskDefaults(temperature=0.6, top_p=0.95, max_new_tokens=1024, dataset="gsm8k"),
+    description="MATH / GSM8K (\\boxed{} answer, math-verify); dataset: gsm8k, math500, math_train, math_test, "
+    "a level filter such as math_train:level1-2 (shuffled by --seed) or a file / Hub id with 'prompt' and "
+    "'answer' fields",
+    rewards={"accuracy": RewardChoice(_accuracy_reward)},
+    format_reward=MathFormatReward,
+    evaluation=TaskEvaluation(
+        defaults=TaskDefaults(k=8, temperature=0.6, top_p=0.95, max_new_tokens=1024),
+        benchmarks=("math500", "gsm8k"),
+        scoring=_scoring,
+        benchmark_names=tuple(MATH_BENCHMARKS),
+    ),
+)

@@ -21,8 +21,24 @@ The package is split by role; every name is importable from ``dipo.tasks.toolcal
 * :mod:`~dipo.tasks.toolcall.score` — gold answers, the BFCL AST checker, the graded ToolRL-style score;
 * :mod:`~dipo.tasks.toolcall.rewards` — TRL reward functions;
 * :mod:`~dipo.tasks.toolcall.loaders` — BFCL v3 categories and users' datasets.
+
+:data:`TASK` is the ``toolcall`` task of :mod:`dipo.tasks.registry` (loader :func:`load_task`).
 """
 
+from __future__ import annotations
+
+from typing import Any
+
+from dipo.tasks.data import TaskRow
+from dipo.tasks.spec import (
+    DataOptions,
+    RewardChoice,
+    TaskDefaults,
+    TaskEvaluation,
+    TaskSpec,
+    reject_options,
+    slice_rows,
+)
 from dipo.tasks.toolcall.loaders import (
     BFCL_EVAL_CATEGORIES,
     BFCL_SIZES,
@@ -67,6 +83,7 @@ __all__ = [
     "MAX_CALLS",
     "MAX_NESTING",
     "MAX_OUTPUT_CHARS",
+    "TASK",
     "TOOL_SYSTEM_PROMPT",
     "BFCLAccuracyReward",
     "Call",
@@ -75,6 +92,7 @@ __all__ = [
     "bfcl_check",
     "build_toolcall_prompt",
     "load_bfcl",
+    "load_task",
     "load_toolcall_dataset",
     "normalize_ground_truth",
     "parse_json_calls",
@@ -86,3 +104,73 @@ __all__ = [
     "validate_tools",
     "value_matches",
 ]
+
+
+def load_task(
+    *,
+    dataset: str | None = None,
+    split: str = "train",
+    limit: int | None = None,
+    offset: int = 0,
+    seed: int = 0,
+    data: DataOptions | None = None,
+    **options: Any,
+) -> list[TaskRow]:
+    """Loader of the ``toolcall`` task (:mod:`dipo.tasks.registry`'s contract): a BFCL category (``simple``,
+    ``bfcl:<category>``, ``bfcl_train``: the live_* categories) or a user's file / folder / Hub id (default
+    ``simple``)."""
+    reject_options("toolcall", options)
+    data = data or DataOptions()
+    name = dataset or "simple"
+    end = None if limit is None else offset + limit
+    category = name.split(":", 1)[1] if name.startswith("bfcl:") else name
+    if name == "bfcl_train":
+        rows = [row for train_category in BFCL_TRAIN_CATEGORIES for row in load_bfcl(train_category)]
+    elif name.startswith("bfcl:") or category in BFCL_SIZES:
+        rows = load_bfcl(category, limit=end)
+    else:
+        rows = load_toolcall_dataset(
+            name,
+            fields=data.fields,
+            tools_field=data.tools_field,
+            split=split,
+            config_name=data.config_name,
+            limit=end,
+            on_error=data.on_error,
+            max_skip_fraction=data.max_skip_fraction,
+        )
+    return slice_rows(rows, offset, limit)
+
+
+def _bfcl_reward() -> BFCLAccuracyReward:
+    return BFCLAccuracyReward(answer_field="answer")
+
+
+def _toolrl_reward() -> ToolRLReward:
+    return ToolRLReward(answer_field="answer")
+
+
+def _scoring() -> Any:
+    """``dipo eval``'s scoring of function calling (:data:`dipo.evaluation.harness.BFCL_SCORING`; the harness
+    imports torch)."""
+    from dipo.evaluation.harness import BFCL_SCORING
+
+    return BFCL_SCORING
+
+
+TASK = TaskSpec(
+    name="toolcall",
+    load=load_task,
+    make_reward=_bfcl_reward,
+    defaults=TaskDefaults(max_new_tokens=256, dataset="simple"),
+    description="BFCL v3 function calling (AST checker); dataset: a BFCL category (simple, multiple, ...), "
+    "bfcl:<category>, bfcl_train (the live_* categories) or a file / Hub id with 'prompt', 'answer' and 'tools' "
+    "fields",
+    rewards={"bfcl": RewardChoice(_bfcl_reward), "toolrl": RewardChoice(_toolrl_reward, binary=False)},
+    evaluation=TaskEvaluation(
+        defaults=TaskDefaults(k=1, temperature=0.0, top_p=0.95, max_new_tokens=256),
+        benchmarks=BFCL_EVAL_CATEGORIES,
+        scoring=_scoring,
+        benchmark_names=tuple(BFCL_SIZES),
+    ),
+)
