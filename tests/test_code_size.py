@@ -92,3 +92,14 @@ def test_no_function_in_src_exceeds_80_lines_of_code():
     assert not too_long, f"functions over {LIMIT} lines of code (split them): {too_long}"
     grown = {name: (ALLOWED[name], sizes[name]) for name in ALLOWED if sizes.get(name, 0) > ALLOWED[name]}
     assert not grown, f"allow-listed functions grew (allowed, now): {grown}"
+
+
+def test_no_sys_path_edits_in_src():
+    """Issue 17 item 5: the package never edits ``sys.path`` (a child process gets ``PYTHONPATH`` instead)."""
+    offenders = [
+        f"{path.relative_to(SRC)}:{n}"
+        for path in sorted(SRC.rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if "sys.path." in line.split("#", 1)[0]
+    ]
+    assert not offenders, f"sys.path edited in {offenders}"

@@ -95,7 +95,8 @@ def plain_prompt(messages: Sequence[dict[str, str]]) -> str:
     return "\n\n".join(m["content"] for m in messages) + "\n\n"
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
+def eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Every token id that ends a response: the model's generation-config EOS ids and the tokenizer's EOS."""
     ids = model.generation_config.eos_token_id
     ids = list(ids) if isinstance(ids, (list, tuple)) else ([ids] if ids is not None else [])
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
@@ -123,14 +124,14 @@ def generate(
     )
     add_special = not (has_template and all(not isinstance(p, str) for p in prompts))
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    eos_ids = _eos_ids(model, tokenizer)
+    stop_ids = eos_ids(model, tokenizer)
     out_text: list[list[str]] = [[] for _ in texts]
     out_tokens: list[list[int]] = [[] for _ in texts]
     out_trunc: list[list[bool]] = [[] for _ in texts]
     device = next(model.parameters()).device
     start = time.perf_counter()
     sampling = config.temperature > 0
-    kwargs: dict[str, Any] = {"max_new_tokens": config.max_new_tokens, "do_sample": sampling, "eos_token_id": eos_ids}
+    kwargs: dict[str, Any] = {"max_new_tokens": config.max_new_tokens, "do_sample": sampling, "eos_token_id": stop_ids}
     kwargs["pad_token_id"] = tokenizer.pad_token_id
     if sampling:
         kwargs.update(temperature=config.temperature, top_p=config.top_p, top_k=0, num_return_sequences=config.k)
@@ -144,7 +145,7 @@ def generate(
         for row, ids in enumerate(completions):
             target = idx[row // config.k] if sampling else idx[row]
             ids_list = ids.tolist()
-            ended = [j for j, t in enumerate(ids_list) if t in eos_ids]
+            ended = [j for j, t in enumerate(ids_list) if t in stop_ids]
             length = ended[0] + 1 if ended else len(ids_list)
             out_text[target].append(tokenizer.decode(ids_list[:length], skip_special_tokens=True))
             out_tokens[target].append(length)

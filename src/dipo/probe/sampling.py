@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from dipo.evaluation.generation import SamplingConfig, render
+from dipo.evaluation.generation import SamplingConfig, eos_ids, render
 from dipo.tasks.data import TaskRow
 
 #: ``--sample_dtype`` choices: the dtype of the weights that draw the tokens.
@@ -109,15 +109,6 @@ def rescore(
         logps = torch.log_softmax(logits.float() / temperature, dim=-1)
         out.append(logps.gather(-1, completion[rows].unsqueeze(-1)).squeeze(-1))
     return torch.cat(out)
-
-
-def eos_ids(model: Any, tokenizer: Any) -> list[int]:
-    """Every token id that ends a response: the model's generation-config EOS ids and the tokenizer's EOS."""
-    ids = model.generation_config.eos_token_id
-    ids = list(ids) if isinstance(ids, (list, tuple)) else ([ids] if ids is not None else [])
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(tokenizer.eos_token_id)
-    return ids
 
 
 def batch_plan(rows: Sequence[TaskRow], tokenizer: Any, config: SamplingConfig) -> list[list[int]]:

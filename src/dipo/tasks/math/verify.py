@@ -359,11 +359,11 @@ class _MathVerifyWorker:
     def _start(self) -> None:
         from multiprocessing.connection import Connection
 
+        # The worker imports this very package: put its folder first on the child's PYTHONPATH (no sys.path edits),
+        # so that a source checkout that is not installed verifies with its own code.
         src = str(Path(__file__).resolve().parents[2])
-        code = (
-            f"import sys; sys.path.insert(0, {src!r}); "
-            "from dipo.tasks.math.verify import _verify_worker_main; _verify_worker_main(sys.argv[1:])"
-        )
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)}
+        code = "import sys; from dipo.tasks.math.verify import _verify_worker_main; _verify_worker_main(sys.argv[1:])"
         try:
             request_r, request_w = os.pipe()
             result_r, result_w = os.pipe()
@@ -375,6 +375,7 @@ class _MathVerifyWorker:
             proc = subprocess.Popen(
                 [sys.executable, "-c", code, *argv],
                 pass_fds=(request_r, result_w),
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,  # the worker prints nothing; its stderr (tracebacks) is ours
             )
