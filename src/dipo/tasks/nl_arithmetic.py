@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from dipo.tasks.data import TaskRow, completion_text
-from dipo.tasks.spec import DataOptions, TaskDefaults, TaskSpec, reject_options, slice_rows
+from dipo.tasks.generated import generated_loader
+from dipo.tasks.spec import TaskDefaults, TaskSpec, slice_rows
 
 INSTRUCTION = "Answer with just the number."
 
@@ -219,26 +220,27 @@ class NLArithmeticReward:
         return out
 
 
-def load_task(
+def load_rows(
+    dataset: str | None,
+    split: str,
+    limit: int | None,
+    offset: int,
+    seed: int,
     *,
-    dataset: str | None = None,
-    split: str = "train",
-    limit: int | None = None,
-    offset: int = 0,
-    seed: int = 0,
-    chat: bool = True,
     split_seed: int = 0,
-    data: DataOptions | None = None,  # generated data: file/field options do not apply (ignored)
-    **options: Any,
+    chat: bool = True,
 ) -> list[TaskRow]:
-    """Loader of the ``nl_arithmetic`` task (:mod:`dipo.tasks.registry`'s contract): ``dataset`` is a comma list of
-    levels (default ``add1``); ``limit`` defaults to 256 rows."""
-    reject_options("nl_arithmetic", options)
+    """Rows of the ``nl_arithmetic`` task: ``dataset`` is a comma list of levels (default ``add1``); ``limit``
+    defaults to 256 rows."""
     levels = tuple(x.strip() for x in (dataset or "add1").split(",") if x.strip())
     n = offset + (limit if limit is not None else 256)
     items = generate_items(n, levels=levels, seed=seed, split=split, split_seed=split_seed)
     rows = to_task_rows(items, chat=chat, source=f"nl_arithmetic-{'+'.join(levels)}-{split}")
     return slice_rows(rows, offset, limit)
+
+
+#: The registry loader (:mod:`dipo.tasks.registry`'s contract) of ``nl_arithmetic``, shared with the generated tasks.
+load_task = generated_loader("nl_arithmetic", load_rows)
 
 
 def _reward() -> NLArithmeticReward:
