@@ -74,6 +74,7 @@ def heldout_accuracy(model: Any, tokenizer: Any, rows: list[Any], reward: Any, a
     metrics["seconds"] = gens.seconds
     metrics["truncated"] = 100.0 * sum(sum(t) for t in gens.truncated) / sum(len(t) for t in gens.truncated)
     metrics["examples"] = [texts[0] for texts in gens.texts[:4]]
+    metrics["correct_per_prompt"] = [sum(c) for c in correct]  # for paired per-prompt comparisons between runs
     return metrics
 
 
