@@ -19,7 +19,7 @@ import pytest
 from dipo.core import DiPOCoreConfig
 from dipo.core.__main__ import main as core_main
 from dipo.core.config import CORE_OPTIONS
-from dipo.core.options import OPTION_KEY, Option, markdown_table, option
+from dipo.core.options import OPTION_KEY, Option, format_value, markdown_table, option
 from dipo.integrations.verl.options import DERIVED_FIELDS, allowed_option_names, parse_dipo_options
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,6 +75,13 @@ def test_docs_options_table_is_the_generated_one(capsys):
     generated = capsys.readouterr().out
     assert generated == markdown_table(CORE_OPTIONS)
     assert committed_table() == generated, "run `python -m dipo.core --markdown` and paste it into docs/algorithm.md"
+
+
+def test_defaults_quoted_in_the_spec_text_are_the_declared_ones():
+    quoted = re.findall(r"\[choice: (\w+) = ([^\]]+)\]", (DOCS / "algorithm.md").read_text())
+    assert len(quoted) >= 4
+    for name, value in quoted:
+        assert value == format_value(CORE_OPTIONS[name].default), name
 
 
 def test_framework_docs_list_exactly_the_options_they_expose():
