@@ -43,6 +43,7 @@ from dipo.core import (
     sequence_log_ppl,
     threshold_error,
 )
+from dipo.core.config import CORE_OPTIONS
 from dipo.evaluation.metrics import auroc
 
 TRUNCATED_CHOICES = ("exclude", "include")
@@ -60,13 +61,14 @@ class AnalysisConfig:
     """
 
     truncated: str = "exclude"
-    judgment_confidence: float | None = 0.95
+    judgment_confidence: float | None = CORE_OPTIONS["judgment_confidence"].default
     batch_prompts: int = 8
     length_bins: int = 3
 
     def __post_init__(self) -> None:
         if self.truncated not in TRUNCATED_CHOICES:
             raise ValueError(f"truncated={self.truncated!r}: use one of {TRUNCATED_CHOICES}")
+        CORE_OPTIONS["judgment_confidence"].check(self.judgment_confidence, "judgment_confidence")
         if self.batch_prompts < 0 or self.length_bins < 1:
             raise ValueError("batch_prompts must be >= 0 and length_bins >= 1")
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from typing import Any
 
 from trl import GRPOConfig
 
 from dipo.core import DiPOCoreConfig
+from dipo.core.config import CORE_OPTIONS
 from dipo.core.dynamic_sampling import DS_QUEUE_CHOICES
 from dipo.integrations.trl.presets import PRESET_FIELDS, PRESETS, resolve_preset
 
@@ -28,26 +28,15 @@ DS_ON_CAP_CHOICES = ("fill", "raise")
 #: TRL's loss types (GRPOConfig.loss_type help, trl 1.16); anything else fails at TRL's first loss computation.
 TRL_LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")
 
-#: The DiPOConfig field behind each DiPOCoreConfig option (the core's error messages are reworded with these names).
+#: Core options that TRL's own advantage computation fixes: unbiased std (``nanstd``), ``(r - mean) / (std + 1e-4)``.
+TRL_FIXED_OPTIONS: dict[str, Any] = {"std": "unbiased", "std_eps": 1e-4}
+
+#: The DiPOConfig field behind each DiPOCoreConfig option: ``dipo_<name>``, except two that TRL's own fields set.
 CORE_OPTION_FIELDS: dict[str, str] = {
-    "alpha": "dipo_alpha",
-    "queue_batches": "dipo_queue_batches",
-    "threshold_rule": "dipo_threshold_rule",
-    "judgment_confidence": "dipo_judgment_confidence",
-    "judgment": "dipo_judgment",
-    "membership": "dipo_membership",
-    "reallocate_hard": "dipo_reallocate_hard",
-    "reallocate_easy": "dipo_reallocate_easy",
-    "selection_seed": "seed",
-    "selection": "dipo_selection",
-    "reward_mode": "dipo_reward_mode",
-    "correct_threshold": "dipo_correct_threshold",
-    "graded_delta": "dipo_graded_delta",
-    "zero_variance_tol": "dipo_zero_variance_tol",
-    "scale_rewards": "scale_rewards",
-    "realloc_normalizer": "dipo_realloc_normalizer",
+    name: {"selection_seed": "seed", "scale_rewards": "scale_rewards"}.get(name, f"dipo_{name}")
+    for name in CORE_OPTIONS
+    if name not in TRL_FIXED_OPTIONS
 }
-_CORE_NAME = re.compile(r"(?<![\w.])(" + "|".join(sorted(CORE_OPTION_FIELDS, key=len, reverse=True)) + r")\b")
 
 
 def trl_option_name(core_name: str) -> str:
@@ -55,65 +44,47 @@ def trl_option_name(core_name: str) -> str:
     return CORE_OPTION_FIELDS.get(core_name, core_name)
 
 
-def with_trl_names(message: str) -> str:
-    """A core message with each core option name replaced by its ``DiPOConfig`` field (``alpha`` -> ``dipo_alpha``)."""
-    return _CORE_NAME.sub(lambda m: CORE_OPTION_FIELDS[m.group(1)], message)
+def _core_help(name: str) -> str:
+    opt = CORE_OPTIONS[name]
+    return f"{opt.help} Allowed: {opt.allowed()}. Spec {opt.spec.replace('**', '')}."
+
+
+def _core_option_fields() -> list[tuple[str, Any, Any]]:
+    """``(name, type, field)`` of every ``dipo_<core option>`` field, generated from its declaration in
+    :mod:`dipo.core.config` (``TrlParser`` shows the help, default and choices in ``--help``)."""
+    generated = []
+    for name, opt in CORE_OPTIONS.items():
+        if CORE_OPTION_FIELDS.get(name) == f"dipo_{name}":
+            meta = {"help": _core_help(name), **({"choices": list(opt.choices)} if opt.choices else {})}
+            generated.append((f"dipo_{name}", opt.annotation, field(default=opt.default, metadata=meta)))
+    return generated
 
 
 def _trl_help(name: str) -> str:
     return GRPOConfig.__dataclass_fields__[name].metadata.get("help", "")
 
 
+#: ``GRPOConfig`` plus one ``dipo_<name>`` field per core option (the base of :class:`DiPOConfig`).
+_GRPOConfigWithCoreOptions = make_dataclass(
+    "_GRPOConfigWithCoreOptions",
+    _core_option_fields(),
+    bases=(GRPOConfig,),
+    namespace={"__module__": __name__, "__doc__": "GRPOConfig plus the generated dipo_<core option> fields."},
+)
+
+
 @dataclass
-class DiPOConfig(GRPOConfig):
+class DiPOConfig(_GRPOConfigWithCoreOptions):
     r"""Configuration for :class:`~dipo.integrations.trl.DiPOTrainer`: every ``GRPOConfig`` option plus DiPO's.
 
-    Parameters (DiPO-specific; the spec section of each rule is given):
-        preset (`str`, defaults to `"dipo"`): `"grpo"`, `"dapo"`, `"dipo"` or `"none"`; fills the preset-controlled
-            fields left at `None` (see `dipo.integrations.trl.presets.PRESETS`).
-        dipo_alpha (`float` or `None`): α of spec §7 (preset dipo: 0.1; grpo/dapo: 0 = DiPO off).
-        dipo_queue_batches (`int`, 2): batches kept in the PPL queue (spec §4).
-        dipo_threshold_rule (`str`, "error"): τ* minimises the plain error (the paper, spec §5) or, "balanced" (not
-            the paper's rule), the mean of the two per-class error rates.
-        dipo_judgment (`bool`, True): apply the advantage judgment (spec §5); False = ablation.
-        dipo_judgment_confidence (`float` or `None`, 0.95): Wilson-interval confidence of the judgment; None = point
-            estimates (spec §5).
-        dipo_membership (`str`, "selected"): when an extreme group lies in a space, "selected" | "all" | "mean"
-            (spec §6).
-        dipo_reallocate_hard / dipo_reallocate_easy (`bool`, True): BRR ablation switches (spec §6).
-        dipo_selection (`str`, "max_ppl"): whose reward BRR moves: the maximum-PPL response (the paper) or, as a
-            control, a uniformly random valid response of the same groups ("random", seeded by `seed`).
-        dipo_reward_mode (`str`, "binary"): "binary" (0/1 verifier rewards) or "graded" (spec §6 graded rule).
-        dipo_correct_threshold (`float`, 0.5): graded mode: a reward >= this counts as correct.
-        dipo_graded_delta (`float` or `None`): graded mode: how far BRR moves the selected reward (None: reward range).
-        dipo_zero_variance_tol (`float`, 1e-6): a group is extreme if max − min <= tol × reward scale (spec §6).
-        dipo_realloc_normalizer (`str`, "shared"): loss normaliser of the α term, "shared" | "separate" (spec §7).
-        dipo_ppl_source (`str`, "auto"): where per-token log-probs for the PPL come from (spec §3).
-        dipo_log_diagnostics (`bool` or `None`): log the spec §10 diagnostics; True also runs PSD when α = 0
-            (observe-only: advantages unchanged); None = on iff α > 0. DiPO runs iff α > 0 or this is True
-            (:attr:`DiPOConfig.dipo_track`); False with α > 0 keeps DiPO on and only stops the ``dipo/…`` logging.
-        dipo_verifier_reward_funcs (`list[str]` or `None`): names of the reward functions (TRL's
-            ``reward_func_names``) whose unweighted sum is DiPO's verifier reward (correctness, hard/easy groups);
-            None = the weighted sum of all of them. TRL's advantages always use the weighted total.
-        dipo_truncation_warn_threshold (`float`, 0.5): with ``mask_truncated_completions``, warn when more than
-            this share of a batch's completions is truncated (masked out of the loss).
-        dipo_resume_empty_queue (`bool`, False): resume from a checkpoint without ``dipo_state.pt`` (e.g. a GRPO
-            run's) with an empty PPL queue; by default such a checkpoint is incomplete and refused (or skipped by
-            ``resume_from_checkpoint=True``) while DiPO runs.
-        soft_overlong_cache (`int` or `None`): if set, add TRL's DAPO soft overlong punishment reward; DiPO's
-            verifier reward excludes it.
-        ppl_bonus_coef / ppl_bonus_clip (`float`, 0.0 / 0.5): the CDE-style PPL reward bonus baseline (spec §11).
-        fast_generation (`bool`, False): not a paper rule, a speed option for TRL's transformers ``generate`` path:
-            static KV cache + ``torch.compile`` of the decoding step (on CUDA/XPU; static cache only elsewhere), with
-            prompts left-padded to a multiple of ``fast_generation_bucket`` so that it compiles once per bucket.
-        fast_generation_bucket (`int`, 64): the prompt-length bucket used when ``pad_to_multiple_of`` is not set.
-        dynamic_sampling (`bool`, False): DAPO's dynamic sampling, DiPO-aware (spec §7): drop zero-variance groups
-            that BRR did not reallocate and refill the batch with fresh prompts (any preset).
-        max_generation_rounds (`int`, 3): generation rounds per batch at most (verl's ``max_num_gen_batches``).
-        dipo_ds_keep_reallocated (`bool`, True): dynamic sampling keeps the zero-variance groups BRR reallocated.
-        dipo_ds_queue (`str`, "all"): the PPL queue sees every generated response ("all") or only the kept ones.
-        dipo_ds_on_cap (`str`, "fill"): too few kept groups after ``max_generation_rounds``: "fill" (complete the
-            batch with dropped groups masked out of the loss, warn) or "raise".
+    * ``preset`` (`"dipo"`): `"grpo"`, `"dapo"`, `"dipo"` or `"none"`; fills the preset-controlled fields left at
+      `None` (see `dipo.integrations.trl.presets.PRESETS`).
+    * ``dipo_<name>``: one field per option of :class:`dipo.core.DiPOCoreConfig` (:data:`CORE_OPTION_FIELDS`;
+      default, choices and help generated from the core's declaration), except ``selection_seed`` (TRL's ``seed``),
+      ``scale_rewards`` (TRL's own) and ``std`` / ``std_eps`` (TRL's: unbiased, 1e-4). ``dipo_alpha`` defaults to
+      `None`: the preset's value.
+    * the trainer's own options below (``dipo_ppl_source``, ``dipo_log_diagnostics``, reward functions, checkpoints,
+      the CDE-style baseline, fast generation, dynamic sampling); each field's ``help`` says what it does.
     """
 
     preset: str = field(
@@ -145,89 +116,10 @@ class DiPOConfig(GRPOConfig):
             + _trl_help("mask_truncated_completions")
         },
     )
-    # --- DiPO options (spec sections in the help) ---
+    # --- DiPO options: the core's come from _GRPOConfigWithCoreOptions; α also from the preset ---
     dipo_alpha: float | None = field(
         default=None,
-        metadata={
-            "help": "Weight α of the reallocated-reward objective J_base(θ, R_r) (spec §7; the paper's best is 0.1). "
-            "None: the preset's value ('dipo'/'none': 0.1, 'grpo'/'dapo': 0.0). 0 disables BRR (the base method)."
-        },
-    )
-    dipo_queue_batches: int = field(
-        default=2,
-        metadata={"help": "Number of most recent batches (current one included) kept in the PPL queue (spec §4)."},
-    )
-    dipo_threshold_rule: str = field(
-        default="error",
-        metadata={
-            "help": "How τ* is chosen (spec §5): 'error' (the paper: minimise the plain error) or 'balanced' (NOT the "
-            "paper's rule: minimise the mean of the error rates on correct and on wrong responses)."
-        },
-    )
-    dipo_judgment: bool = field(
-        default=True,
-        metadata={
-            "help": "Apply the advantage judgment (spec §5): reallocate only when PPL separates correct from wrong "
-            "responses on the queue. False reallocates whenever a threshold exists (ablation)."
-        },
-    )
-    dipo_judgment_confidence: float | None = field(
-        default=0.95,
-        metadata={
-            "help": "Confidence of the Wilson-score intervals used by the advantage judgment (spec §5). None uses "
-            "the point estimates Δ_EiS > 0 and Δ_ErS > 0."
-        },
-    )
-    dipo_membership: str = field(
-        default="selected",
-        metadata={
-            "help": "When an extreme group 'lies in' a perplexity space (spec §6): 'selected' (the maximum-PPL "
-            "response does), 'all' (every valid response does) or 'mean' (the group's mean log-PPL does)."
-        },
-    )
-    dipo_reallocate_hard: bool = field(
-        default=True,
-        metadata={"help": "Give the maximum-PPL reward in hard (all-wrong) groups lying in EiS (spec §6; ablation)."},
-    )
-    dipo_reallocate_easy: bool = field(
-        default=True,
-        metadata={"help": "Give the maximum-PPL penalty in easy (all-right) groups lying in ErS (spec §6; ablation)."},
-    )
-    dipo_selection: str = field(
-        default="max_ppl",
-        metadata={
-            "help": "Whose reward BRR moves in a reallocated group: 'max_ppl' (the maximum-PPL response, spec §6) or "
-            "'random' (control: the same groups, a uniformly random valid response; seeded by `seed`)."
-        },
-    )
-    dipo_reward_mode: str = field(
-        default="binary",
-        metadata={
-            "help": "'binary': verifier rewards must be 0/1 (the paper's setting). 'graded': any finite rewards; "
-            "extreme group = zero-variance group, hard/easy by `dipo_correct_threshold` (spec §6 graded rule)."
-        },
-    )
-    dipo_correct_threshold: float = field(
-        default=0.5,
-        metadata={"help": "A verifier reward >= this counts as correct (spec §2; used by PSD and graded BRR)."},
-    )
-    dipo_graded_delta: float | None = field(
-        default=None,
-        metadata={
-            "help": "Graded mode: how far BRR moves the selected response's reward (spec §6). None: the batch's "
-            "reward range (1.0 if the range is 0)."
-        },
-    )
-    dipo_zero_variance_tol: float = field(
-        default=1e-6,
-        metadata={"help": "A group is extreme if max − min <= tol × max(1, max|r|) (spec §6 graded rule)."},
-    )
-    dipo_realloc_normalizer: str = field(
-        default="shared",
-        metadata={
-            "help": "Loss normaliser of the α-weighted term (spec §7): 'shared' (the base loss normaliser, exact "
-            "fold into the advantages) or 'separate' (rescaled as if normalised over its own tokens)."
-        },
+        metadata={"help": _core_help("alpha") + " None: the preset's value ('dipo'/'none': 0.1, 'grpo'/'dapo': 0.0)."},
     )
     dipo_ppl_source: str = field(
         default="auto",
@@ -439,7 +331,7 @@ class DiPOConfig(GRPOConfig):
                 f"DiPOConfig: dipo_log_diagnostics={self.dipo_log_diagnostics!r} must be True, False or None."
             )
         self._validate_dynamic_sampling()
-        self.dipo_core_config()  # validates every core option (messages use the dipo_* field names)
+        self.dipo_core_config()  # validates every core option under its dipo_* field name
         if self.dipo_enabled and self.multi_objective_aggregation != "sum_then_normalize":
             warnings.warn(
                 "DiPOConfig: multi_objective_aggregation='normalize_then_sum' normalises the summed advantages over "
@@ -489,30 +381,13 @@ class DiPOConfig(GRPOConfig):
         return self.dipo_track or self.ppl_bonus_coef > 0
 
     def dipo_core_config(self) -> DiPOCoreConfig:
-        """The :class:`dipo.core.DiPOCoreConfig` of this run (TRL's ``scale_rewards``, unbiased std, eps 1e-4)."""
+        """The :class:`dipo.core.DiPOCoreConfig` of this run (TRL's ``scale_rewards`` and ``seed``, unbiased std,
+        eps 1e-4); an invalid option raises a ValueError naming its ``DiPOConfig`` field."""
+        values = {name: getattr(self, trl_name) for name, trl_name in CORE_OPTION_FIELDS.items()}
         try:
-            return DiPOCoreConfig(
-                alpha=self.dipo_alpha,
-                queue_batches=self.dipo_queue_batches,
-                threshold_rule=self.dipo_threshold_rule,
-                judgment=self.dipo_judgment,
-                judgment_confidence=self.dipo_judgment_confidence,
-                membership=self.dipo_membership,
-                reallocate_hard=self.dipo_reallocate_hard,
-                reallocate_easy=self.dipo_reallocate_easy,
-                selection=self.dipo_selection,
-                selection_seed=int(self.seed),
-                reward_mode=self.dipo_reward_mode,
-                correct_threshold=self.dipo_correct_threshold,
-                graded_delta=self.dipo_graded_delta,
-                zero_variance_tol=self.dipo_zero_variance_tol,
-                scale_rewards=self.scale_rewards,
-                std="unbiased",  # TRL's nanstd
-                std_eps=1e-4,  # TRL: (r - mean) / (std + 1e-4)
-                realloc_normalizer=self.dipo_realloc_normalizer,
-            )
+            return DiPOCoreConfig.from_options({**values, **TRL_FIXED_OPTIONS}, name=trl_option_name)
         except ValueError as err:
-            raise ValueError(f"DiPOConfig: {with_trl_names(str(err))}") from err
+            raise ValueError(f"DiPOConfig: {err}") from err
 
     @classmethod
     def from_grpo_config(cls, args: GRPOConfig, **dipo_options: Any) -> DiPOConfig:

@@ -60,7 +60,7 @@ from dipo.integrations.trl.checkpoints import (
     newest_complete_checkpoint,
     no_complete_checkpoint_message,
 )
-from dipo.integrations.trl.config import DiPOConfig, trl_option_name, with_trl_names
+from dipo.integrations.trl.config import DiPOConfig, trl_option_name
 
 logger = logging.getLogger(__name__)
 
@@ -532,8 +532,8 @@ class DiPOTrainer(GRPOTrainer):
                     valid=valid,
                     token_counts=token_counts if token_level else None,
                 )
-            except ValueError as err:  # the core's names -> the trainer's (dipo_* fields)
-                raise ValueError(f"DiPOTrainer: {with_trl_names(str(err))}") from err
+            except ValueError as err:  # the options were validated by DiPOConfig; these are input errors
+                raise ValueError(f"DiPOTrainer: {err}") from err
             if self.args.dipo_logs_diagnostics:
                 for key, value in out.metrics().items():
                     metrics[f"dipo/{key}"].append(float(value))

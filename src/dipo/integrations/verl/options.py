@@ -1,6 +1,8 @@
 """DiPO options of a verl run, read from the ``algorithm`` config (``+algorithm.dipo.<name>=...``).
 
-The DiPO options are :class:`dipo.core.DiPOCoreConfig`'s fields (same names, same defaults) plus three verl ones:
+The DiPO options are :class:`dipo.core.DiPOCoreConfig`'s fields (same names, defaults, allowed values: read from their
+declarations, :data:`dipo.core.config.CORE_OPTIONS`; a switch may also be the string "true"/"false") plus three verl
+ones:
 
 * ``log_probs``: where the per-token log-probs for the log-PPL (spec §3) come from;
 * ``verifier_key``: where the verifier reward R that decides correctness and hard / easy groups (spec §2, §6) comes
@@ -19,7 +21,6 @@ config, which keeps a link to the whole config: :func:`root_config` follows it t
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ import torch
 from torch import Tensor
 
 from dipo.core import DiPOCoreConfig
+from dipo.core.config import CORE_OPTIONS
+from dipo.core.options import parse_bool
 
 #: ``log_probs`` choices: "auto" uses ``old_log_probs`` (π_old, recomputed by the actor before the update) and falls
 #: back to ``rollout_log_probs`` (the inference engine's sampler log-probs); the others require that key.
@@ -211,8 +214,17 @@ class DiPOVerlOptions:
 
 
 def allowed_option_names() -> tuple[str, ...]:
-    core_fields = [f.name for f in dataclasses.fields(DiPOCoreConfig) if f.name not in DERIVED_FIELDS]
-    return (*core_fields, "log_probs", "verifier_key", "loss_agg_mode")
+    return (
+        *(name for name in CORE_OPTIONS if name not in DERIVED_FIELDS),
+        "log_probs",
+        "verifier_key",
+        "loss_agg_mode",
+    )
+
+
+def verl_option_name(name: str) -> str:
+    """How a verl user spells the DiPO option ``name``: ``algorithm.dipo.<name>``."""
+    return f"algorithm.dipo.{name}"
 
 
 def resolve_loss_agg_mode(option: Any, root: Any) -> str | None:
@@ -282,16 +294,6 @@ def dapo_overlong_penalty(root: Any) -> OverlongPenalty | None:
     return OverlongPenalty(int(max_resp_len), int(buffer_len), float(factor))
 
 
-def parse_bool(name: str, value: Any) -> bool:
-    """A switch of the verl config: ``True``/``False`` or the strings "true"/"false" (any case, as a command-line
-    override can deliver them); anything else (``"no"``, ``1``, ``None``) is an error, never read as true."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise ValueError(f"{name} must be true or false, got {value!r} ({type(value).__name__}).")
-
-
 def parse_dipo_options(algorithm_config: Any) -> DiPOVerlOptions:
     """Build :class:`DiPOVerlOptions` from verl's ``algorithm`` config (its ``dipo`` sub-config may be absent).
 
@@ -308,16 +310,16 @@ def parse_dipo_options(algorithm_config: Any) -> DiPOVerlOptions:
             f"algorithm.dipo must be a mapping of DiPO options (e.g. +algorithm.dipo.alpha=0.1), got {raw!r}."
         )
     options = dict(raw)
-    derived = sorted(set(options) & set(DERIVED_FIELDS))
-    if derived:
+    fixed = sorted(set(options) & set(DERIVED_FIELDS))
+    if fixed:
         raise ValueError(
-            f"algorithm.dipo.{derived[0]} cannot be set for verl: the advantage normalisation follows verl's GRPO "
+            f"algorithm.dipo.{fixed[0]} cannot be set for verl: the advantage normalisation follows verl's GRPO "
             "(unbiased std per uid group, epsilon 1e-6); use algorithm.norm_adv_by_std_in_grpo=True|False instead."
         )
     unknown = sorted(set(options) - set(allowed_option_names()))
     if unknown:
         raise ValueError(
-            f"unknown DiPO option(s) algorithm.dipo.{', algorithm.dipo.'.join(unknown)}; "
+            f"unknown DiPO option(s) {', '.join(map(verl_option_name, unknown))}; "
             f"valid options: {', '.join(allowed_option_names())}."
         )
     log_probs = options.pop("log_probs", "auto")
@@ -336,12 +338,8 @@ def parse_dipo_options(algorithm_config: Any) -> DiPOVerlOptions:
     norm_by_std = parse_bool(
         "algorithm.norm_adv_by_std_in_grpo", config_get(algorithm_config, "norm_adv_by_std_in_grpo", True)
     )
-    core = DiPOCoreConfig(
-        **options,
-        scale_rewards="group" if norm_by_std else "none",
-        std="unbiased",
-        std_eps=verl_grpo_epsilon(),
-    )
+    grpo = {"scale_rewards": "group" if norm_by_std else "none", "std": "unbiased", "std_eps": verl_grpo_epsilon()}
+    core = DiPOCoreConfig.from_options({**options, **grpo}, name=verl_option_name, text=True)
     check_separate_normalizer(core, loss_agg_mode)
     return DiPOVerlOptions(
         core=core,
