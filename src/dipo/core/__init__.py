@@ -13,7 +13,7 @@ Spec sections refer to ``docs/algorithm.md`` (the project's DiPO spec):
 """
 
 from dipo.core.advantages import fold_advantages, group_advantages, realloc_scale
-from dipo.core.baselines import perplexity_bonus
+from dipo.core.baselines import PerplexityBonusDelta, perplexity_bonus, perplexity_bonus_delta
 from dipo.core.brr import (
     MEMBERSHIP_RULES,
     SELECTION_RULES,
@@ -44,6 +44,7 @@ __all__ = [
     "GroupType",
     "Judgment",
     "PPLQueue",
+    "PerplexityBonusDelta",
     "Quadrant",
     "Reallocation",
     "classify_groups",
@@ -55,6 +56,7 @@ __all__ = [
     "in_space",
     "judge",
     "perplexity_bonus",
+    "perplexity_bonus_delta",
     "quadrant_labels",
     "realloc_scale",
     "reallocate",

@@ -1,0 +1,192 @@
+"""Adapter conformance (issue 17 item 2): every framework adapter, driven through its real entry point, turns the
+same batch into the same advantages, the same ``dipo/*`` metrics and the same saved state — those of the kit's
+reference (:func:`dipo.integrations._kit.run_step` on :class:`dipo.core.DiPO`).
+
+A third adapter joins by adding a class with ``name``, ``step(batch) -> (advantages [N], metrics)``,
+``save(folder)``, ``restore(folder)`` and ``core`` to :data:`ADAPTERS` (see ``docs/integrating.md``).
+
+The frameworks' GRPO epsilons differ (TRL ``std + 1e-4``, verl ``std + 1e-6``) and each adapter follows its own; the
+suite sets verl's to TRL's so that the two adapters must agree with each other exactly, not only with the reference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dipo.core import DiPO, DiPOCoreConfig, group_advantages, sequence_log_ppl
+from dipo.integrations._kit import StepInputs, compose_verifier_rewards, run_step, step_metrics
+from dipo.integrations._kit.state import load_state_file
+from verl_helpers import full_config, make_batch
+
+G, GROUPS, L = 4, 4, 6
+EPS = 1e-4  # TRL's GRPO epsilon
+OPTIONS = {"alpha": 0.1, "judgment": False}  # judgment off: BRR acts from the first batch (a test of four groups)
+
+
+def batches():
+    """Two steps: hard / easy groups built in (``make_batch``), then a second batch for the queue."""
+    return [make_batch(num_groups=GROUPS, group_size=G, length=L, seed=seed) for seed in (0, 1)]
+
+
+def reference(batch, core: DiPO):
+    """What every adapter must give: GRPO of the rewards plus the kit's step on the same inputs."""
+    log_ppl = sequence_log_ppl(batch.old_log_probs.double(), batch.response_mask)
+    counts = batch.response_mask.sum(-1).double()
+    result = run_step(core, StepInputs(compose_verifier_rewards(batch.rewards.double()), log_ppl, G, counts))
+    cfg = core.config
+    base = group_advantages(batch.rewards.double(), G, cfg.scale_rewards, cfg.std, cfg.std_eps)
+    return (base + result.delta).float(), step_metrics(result)
+
+
+class TRLAdapter:
+    """``DiPOTrainer._apply_dipo``: the hook TRL's ``_generate_and_score_completions`` calls on every batch."""
+
+    name = "trl"
+
+    def __init__(self, tmp_path_factory):
+        pytest.importorskip("trl")
+        from dipo.integrations.trl import DiPOConfig, DiPOTrainer
+        from trl_helpers import build_dataset, build_tiny_model_dir, kind_reward, load_tiny, tiny_grpo_kwargs
+
+        tmp = tmp_path_factory.mktemp("conformance_trl")
+        model, tokenizer = load_tiny(build_tiny_model_dir(tmp / "tiny"))
+        kwargs = tiny_grpo_kwargs(tmp / "out", num_generations=G, max_completion_length=L)
+        args = DiPOConfig(**kwargs, preset="dipo", **{f"dipo_{k}": v for k, v in OPTIONS.items()})
+        self.trainer = DiPOTrainer(model, [kind_reward], args, build_dataset(4), processing_class=tokenizer)
+
+    def reset(self, monkeypatch) -> None:
+        self.trainer.dipo = DiPO(self.trainer.args.dipo_core_config())
+        self.trainer._metrics["train"].clear()
+
+    @property
+    def core(self) -> DiPO:
+        return self.trainer.dipo
+
+    def step(self, batch):
+        n = batch.rewards.numel()
+        output = {
+            "prompt_ids": torch.zeros(n, 1, dtype=torch.long),
+            "prompt_mask": torch.ones(n, 1, dtype=torch.long),
+            "completion_ids": torch.zeros(n, L, dtype=torch.long),
+            "completion_mask": batch.response_mask.long(),
+            "old_per_token_logps": batch.old_log_probs,
+            "advantages": group_advantages(batch.rewards, G, eps=EPS),  # what GRPOTrainer computed
+        }
+        self.trainer._apply_dipo(output, batch.rewards.unsqueeze(1))
+        logged = self.trainer._metrics["train"]
+        return output["advantages"], {k: v[-1] for k, v in logged.items() if k.startswith("dipo/")}
+
+    def save(self, folder) -> None:
+        self.trainer._save_dipo_state(str(folder))
+
+    def restore(self, folder) -> None:
+        self.trainer._load_optimizer_and_scheduler(str(folder))
+
+
+class VerlAdapter:
+    """``compute_dipo_outcome_advantage``, the ``dipo`` estimator verl's ``compute_advantage`` calls, on rows in
+    verl's (shuffled) order; the state through the ``dipo_*`` trainers' save / load functions."""
+
+    name = "verl"
+
+    def __init__(self, tmp_path_factory):
+        pytest.importorskip("verl")
+        from dipo.integrations import verl as plugin
+
+        self.plugin = plugin
+        self.config = full_config(dict(OPTIONS), loss_agg_mode="token-mean").algorithm
+
+    def reset(self, monkeypatch) -> None:
+        monkeypatch.setattr("dipo.integrations.verl.options.verl_grpo_epsilon", lambda: EPS)
+        self.plugin.reset_estimator_states()
+
+    @property
+    def core(self) -> DiPO:
+        return self.plugin.get_estimator_state(self.config).core
+
+    def step(self, batch):
+        perm = torch.randperm(batch.rewards.numel(), generator=torch.Generator().manual_seed(5))
+        shuffled = batch.permuted(perm)
+        adv, _ = self.plugin.compute_dipo_outcome_advantage(
+            shuffled.token_level_rewards,
+            shuffled.response_mask,
+            shuffled.uids,
+            self.config,
+            {"old_log_probs": shuffled.old_log_probs},
+        )
+        per_row = torch.empty_like(batch.rewards)
+        per_row[perm] = adv[:, 0]
+        return per_row, self.plugin.get_estimator_state(self.config).pop_metrics()
+
+    def save(self, folder) -> None:
+        self.plugin.save_dipo_state(self.plugin.get_estimator_state(self.config), str(folder), 0)
+
+    def restore(self, folder) -> None:
+        self.plugin.load_dipo_state(self.plugin.get_estimator_state(self.config), str(folder))
+
+
+ADAPTERS = {"trl": TRLAdapter, "verl": VerlAdapter}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    cache: dict = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = ADAPTERS[name](tmp_path_factory)
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture(params=sorted(ADAPTERS))
+def adapter(request, built, monkeypatch):
+    instance = built(request.param)
+    instance.reset(monkeypatch)
+    return instance
+
+
+def run_batches(adapter):
+    """Both batches through the adapter; its last advantages and metrics, and the reference's."""
+    core = DiPO(DiPOCoreConfig(**OPTIONS, std="unbiased", std_eps=EPS))
+    for batch in batches():
+        advantages, metrics = adapter.step(batch)
+        expected_advantages, expected_metrics = reference(batch, core)
+    return advantages, metrics, expected_advantages, expected_metrics, core
+
+
+def test_same_advantages(adapter):
+    advantages, _, expected, _, core = run_batches(adapter)
+    assert int(core.state_dict()["queue"]["log_ppl"][-1].numel()) == G * GROUPS
+    torch.testing.assert_close(advantages.float(), expected)
+    assert not torch.equal(expected, group_advantages(batches()[1].rewards, G, eps=EPS))  # BRR acted
+
+
+def test_same_metric_names_and_values(adapter):
+    _, metrics, _, expected, _ = run_batches(adapter)
+    assert set(metrics) == set(expected)
+    for key, value in expected.items():
+        np.testing.assert_allclose(metrics[key], value, rtol=1e-5, atol=1e-6, equal_nan=True, err_msg=key)
+    assert metrics["dipo/realloc_hard"] + metrics["dipo/realloc_easy"] >= 1
+
+
+def test_same_saved_state_and_each_restores_the_others(adapter, built, tmp_path, monkeypatch):
+    _, _, _, _, core = run_batches(adapter)
+    adapter.save(tmp_path / adapter.name)
+    payload = load_state_file(tmp_path / adapter.name)
+    assert {"queue", "config", "generator", "format", "ppl_source", "global_step"} <= set(payload)
+    assert payload["ppl_source"] == "auto" and payload["config"] == core.config.to_dict()
+    got, want = payload["queue"], core.state_dict()["queue"]
+    assert got["max_batches"] == want["max_batches"] and len(got["log_ppl"]) == len(want["log_ppl"]) == 2
+    for b in range(2):  # the same (log-PPL, label) pairs; the order inside a batch follows the framework's rows
+        got_order, want_order = got["log_ppl"][b].argsort(), want["log_ppl"][b].argsort()
+        torch.testing.assert_close(got["log_ppl"][b][got_order].double(), want["log_ppl"][b][want_order].double())
+        assert torch.equal(got["correct"][b][got_order], want["correct"][b][want_order])
+    for other in sorted(ADAPTERS):  # every adapter reads every adapter's file
+        target = built(other)
+        target.reset(monkeypatch)
+        target.restore(tmp_path / adapter.name)
+        assert len(target.core.queue) == len(core.queue) == 2 * G * GROUPS
