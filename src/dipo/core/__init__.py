@@ -9,6 +9,7 @@ Spec sections refer to ``docs/algorithm.md`` (the project's DiPO spec):
   tables ``MEMBERSHIP_RULES`` (:func:`in_space`), ``SELECTION_RULES`` (:func:`select_max_ppl`, :func:`select_random`)
 - §7 :func:`group_advantages`, :func:`fold_advantages`, :func:`realloc_scale`
 - §7 (DAPO's dynamic sampling, DiPO-aware) :func:`groups_to_keep`
+- §11 (baselines) :func:`perplexity_bonus`, :func:`perplexity_bonus_delta`
 - the whole step: :class:`DiPO` with :class:`DiPOCoreConfig` (validates its inputs once, at entry)
 """
 
