@@ -164,3 +164,22 @@ def test_the_kit_imports_no_framework():
             n for n in names if n.startswith("dipo.") and not n.startswith(("dipo.core", "dipo.integrations._kit"))
         }
         assert not bad, f"{path.name} imports {sorted(bad)}"
+
+
+def test_dynamic_sampling_metrics_share_one_builder():
+    from dipo.integrations._kit import DS_METRICS, ds_metrics
+
+    metrics = ds_metrics(2.5, 6, 3, 1)
+    assert list(metrics) == list(DS_METRICS) and list(metrics.values()) == [2.5, 6.0, 3.0, 1.0]
+
+
+def test_kept_groups_marks_the_groups_kept_only_by_brr():
+    from dipo.integrations._kit.dynamic_sampling import kept_groups
+
+    rewards = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.0, 0.0])  # groups of 2: all right, mixed, all wrong
+    keep, by_brr = kept_groups(rewards, 2)
+    assert keep.tolist() == [False, True, False] and by_brr.tolist() == [False] * 3
+    keep, by_brr = kept_groups(rewards, 2, torch.tensor([True, False, False]))
+    assert keep.tolist() == [True, True, False] and by_brr.tolist() == [True, False, False]
+    keep, by_brr = kept_groups(rewards, 2, torch.tensor([True, False, False]), keep_reallocated=False)
+    assert keep.tolist() == [False, True, False] and by_brr.tolist() == [False] * 3

@@ -21,7 +21,7 @@ from dipo.integrations._kit.state import (
     save_dipo_state,
     state_payload,
 )
-from dipo.integrations._kit.step import DS_METRICS, StepInputs, StepResult, run_step, step_metrics
+from dipo.integrations._kit.step import DS_METRICS, StepInputs, StepResult, ds_metrics, run_step, step_metrics
 
 __all__ = [
     "DIPO_STATE_NAME",
@@ -34,6 +34,7 @@ __all__ = [
     "choose_log_probs",
     "compose_verifier_rewards",
     "core_state",
+    "ds_metrics",
     "ppl_source_option",
     "restore_dipo_state",
     "run_step",

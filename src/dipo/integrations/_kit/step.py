@@ -84,3 +84,11 @@ def step_metrics(result: StepResult) -> dict[str, float]:
     }
     metrics.update({f"{METRIC_PREFIX}{key}": value for key, value in extra.items()})
     return metrics
+
+
+def ds_metrics(rounds: float, kept: int, dropped: int, kept_reallocated: int) -> dict[str, float]:
+    """The dynamic-sampling metrics of one training batch (:data:`DS_METRICS`): generation rounds (in batches),
+    groups kept, groups dropped, groups kept only because BRR reallocated them."""
+    return {
+        name: float(value) for name, value in zip(DS_METRICS, (rounds, kept, dropped, kept_reallocated), strict=True)
+    }

@@ -42,6 +42,7 @@ from dipo.integrations._kit import (
     VerifierRewards,
     choose_log_probs,
     compose_verifier_rewards,
+    ds_metrics,
     run_step,
     step_metrics,
 )
@@ -400,12 +401,11 @@ class DiPOTrainer(GRPOTrainer):
         output["num_items_in_batch"] = loss_mask.sum()  # TRL's global loss-token count, of the final batch
         if queue_state is not None:
             self._ds_queue_kept(queue_state, records, selection)
-        metrics = self._metrics["train"]
-        metrics["dipo/ds_rounds"].append(float(len(rounds)))
-        metrics["dipo/ds_kept_groups"].append(float(sum(int(k.sum()) for k in keeps)))
-        metrics["dipo/ds_dropped_groups"].append(float(sum(int((~k).sum()) for k in keeps)))
-        metrics["dipo/ds_kept_reallocated"].append(float(sum(int(k.sum()) for k in realloc_only)))
-        metrics["dipo/ds_filler_groups"].append(float(len(selection.fillers)))
+        kept, by_brr = sum(int(k.sum()) for k in keeps), sum(int(k.sum()) for k in realloc_only)
+        values = ds_metrics(len(rounds), kept, sum(k.numel() for k in keeps) - kept, by_brr)
+        values["dipo/ds_filler_groups"] = float(len(selection.fillers))
+        for key, value in values.items():
+            self._metrics["train"][key].append(value)
         return output
 
     def _ds_keep(self, rewards_per_func: Tensor) -> tuple[Tensor, Tensor]:

@@ -31,7 +31,7 @@ from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer, ReplayBufferAsync
 
 from dipo.core import sequence_log_ppl
 from dipo.integrations._kit.dynamic_sampling import kept_groups, predicted_reallocation, reallocation_threshold
-from dipo.integrations._kit.step import DS_METRICS
+from dipo.integrations._kit.step import DS_METRICS, ds_metrics
 from dipo.integrations.verl.estimator import EstimatorState, get_estimator_state, verifier_rewards
 from dipo.integrations.verl.options import VERIFIER_KEYS, DiPOVerlOptions
 
@@ -250,12 +250,8 @@ class DiPOReplayBufferMixin:
         kept_reallocated = selected & self.dipo_kept_reallocated[partition_id]
         self.dipo_kept_reallocated[partition_id] -= selected
         self.dipo_last_kept_reallocated = kept_reallocated
-        metrics = {
-            "dipo/ds_rounds": 1.0 + self.dipo_refilled_prompts / max(batch_size, 1),
-            "dipo/ds_kept_groups": float(len(selected)),
-            "dipo/ds_dropped_groups": float(self.dipo_dropped_groups),
-            "dipo/ds_kept_reallocated": float(len(kept_reallocated)),
-        }
+        rounds = 1.0 + self.dipo_refilled_prompts / max(batch_size, 1)
+        metrics = ds_metrics(rounds, len(selected), self.dipo_dropped_groups, len(kept_reallocated))
         self.dipo_refilled_prompts = self.dipo_dropped_groups = 0
         return metrics
 

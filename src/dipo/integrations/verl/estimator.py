@@ -69,13 +69,13 @@ class EstimatorState:
     last_result: StepResult | None = None
     steps: int = 0
 
-    def pop_metrics(self) -> dict[str, float]:
+    def pop_metrics(self, prefix: str = "dipo/") -> dict[str, float]:
         """The ``dipo/*`` metrics of the last step (:func:`~dipo.integrations._kit.step_metrics`; once: a second call
-        returns ``{}`` until the next step)."""
+        returns ``{}`` until the next step); ``prefix`` replaces ``dipo/``."""
         if self.last_output is None or self.last_result is None:
             return {}
         self.last_output = None
-        return step_metrics(self.last_result)
+        return {prefix + key.removeprefix("dipo/"): value for key, value in step_metrics(self.last_result).items()}
 
 
 #: One state per distinct DiPO configuration (keyed by :meth:`DiPOVerlOptions.key`), in the driver process.
