@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from dipo.core import DiPO, DiPOCoreConfig, group_advantages, sequence_log_ppl
-from dipo.integrations._kit import StepInputs, compose_verifier_rewards, run_step, step_metrics
+from dipo.integrations._kit import StepInputs, base_advantages, compose_verifier_rewards, run_step, step_metrics
 from dipo.integrations._kit.state import load_state_file
 from verl_helpers import full_config, make_batch
 
@@ -35,8 +35,7 @@ def reference(batch, core: DiPO):
     log_ppl = sequence_log_ppl(batch.old_log_probs.double(), batch.response_mask)
     counts = batch.response_mask.sum(-1).double()
     result = run_step(core, StepInputs(compose_verifier_rewards(batch.rewards.double()), log_ppl, G, counts))
-    cfg = core.config
-    base = group_advantages(batch.rewards.double(), G, cfg.scale_rewards, cfg.std, cfg.std_eps)
+    base = base_advantages(batch.rewards.double(), G, core.config)
     return (base + result.delta).float(), step_metrics(result)
 
 

@@ -21,7 +21,15 @@ from dipo.integrations._kit.state import (
     save_dipo_state,
     state_payload,
 )
-from dipo.integrations._kit.step import DS_METRICS, StepInputs, StepResult, ds_metrics, run_step, step_metrics
+from dipo.integrations._kit.step import (
+    DS_METRICS,
+    StepInputs,
+    StepResult,
+    base_advantages,
+    ds_metrics,
+    run_step,
+    step_metrics,
+)
 
 __all__ = [
     "DIPO_STATE_NAME",
@@ -31,6 +39,7 @@ __all__ = [
     "StepInputs",
     "StepResult",
     "VerifierRewards",
+    "base_advantages",
     "choose_log_probs",
     "compose_verifier_rewards",
     "core_state",

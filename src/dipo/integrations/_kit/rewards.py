@@ -11,7 +11,7 @@ The base advantage the framework trains on keeps the shaping.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -30,6 +30,10 @@ class VerifierRewards:
     valid: Tensor
     frac_penalised: float = 0.0
     source: str = "columns"  # where R came from, for messages and tests (e.g. "score - overlong penalty")
+
+    def take(self, rows: Tensor, device: torch.device | str | None = None) -> VerifierRewards:
+        """These rewards at ``rows`` (e.g. a layout's order), on ``device``."""
+        return replace(self, rewards=self.rewards[rows].to(device), valid=self.valid[rows].to(device))
 
 
 def compose_verifier_rewards(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from dipo.core import DiPO, DiPOStepOutput
+from dipo.core import DiPO, DiPOCoreConfig, DiPOStepOutput, group_advantages
 from dipo.integrations._kit.rewards import VerifierRewards
 
 #: Prefix of every metric an adapter logs.
@@ -67,6 +67,13 @@ def run_step(core: DiPO, inputs: StepInputs) -> StepResult:
         verifier.rewards, inputs.log_ppl, inputs.group_size, valid=verifier.valid, token_counts=inputs.token_counts
     )
     return StepResult(inputs, out, out.advantage_delta)
+
+
+def base_advantages(rewards: Tensor, group_size: int, config: DiPOCoreConfig) -> Tensor:
+    """GRPO advantages of the reward the framework trains on (overlong shaping included), normalised as the run's
+    core config says — for adapters whose framework hands over none (verl's estimator replaces GRPO's); an adapter
+    that receives its framework's own advantages (TRL) adds ``delta`` to those instead."""
+    return group_advantages(rewards, group_size, config.scale_rewards, config.std, config.std_eps)
 
 
 def step_metrics(result: StepResult) -> dict[str, float]:

@@ -24,11 +24,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dipo.core import DiPO, DiPOStepOutput, group_advantages, sequence_log_ppl
+from dipo.core import DiPO, DiPOStepOutput, sequence_log_ppl
 from dipo.integrations._kit import (
     StepInputs,
     StepResult,
     VerifierRewards,
+    base_advantages,
     choose_log_probs,
     compose_verifier_rewards,
     run_step,
@@ -261,7 +262,7 @@ def compute_dipo_outcome_advantage(
     if non_tensor_batch is None:
         non_tensor_batch = current_non_tensor_batch()
     state = get_estimator_state(config)
-    options, cfg = state.options, state.core.config
+    options = state.options
     check_row_layout(token_level_rewards, response_mask)
     layout = group_rows_by_uid(index, response_mask)
     token_logps = select_log_probs(options, batch, old_log_probs, rollout_log_probs)
@@ -275,12 +276,7 @@ def compute_dipo_outcome_advantage(
     cpu_order = layout.order.cpu()
     if not bool(verifier.valid[cpu_order].all()):  # verl has no "skipped" rows: a NaN score is an error
         raise ValueError(f"dipo estimator (verl): the verifier reward ({verifier.source}) is NaN for some rows.")
-    laid_out = VerifierRewards(
-        verifier.rewards[cpu_order].to(response_mask.device),
-        verifier.valid[cpu_order].to(response_mask.device),
-        verifier.frac_penalised,
-        verifier.source,
-    )
+    laid_out = verifier.take(cpu_order, response_mask.device)
     log_ppl = sequence_log_ppl(token_logps.double()[order], response_mask[order])
     # Spec §7 realloc_normalizer="separate": N_all / N_realloc in the unit the actor's loss divides by — tokens for
     # token-mean (verl's batch_num_tokens), responses for the seq-mean-* modes (verl's global_batch_size).
@@ -295,7 +291,7 @@ def compute_dipo_outcome_advantage(
     # Base advantage: verl's GRPO of the rewards it trains on (overlong penalty included); it is out.base_advantages
     # whenever the verifier reward is the score.
     scores = token_level_rewards.sum(dim=-1).double()[order]
-    base = group_advantages(scores, layout.group_size, scale_rewards=cfg.scale_rewards, std=cfg.std, eps=cfg.std_eps)
+    base = base_advantages(scores, layout.group_size, state.core.config)
     per_row = torch.zeros(response_mask.shape[0], dtype=torch.float64, device=response_mask.device)
     per_row[order] = base + result.delta.to(base.device)
     advantages = per_row.to(token_level_rewards.dtype).unsqueeze(-1) * response_mask
