@@ -11,6 +11,8 @@ suite sets verl's to TRL's so that the two adapters must agree with each other e
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -18,11 +20,17 @@ import torch
 from dipo.core import DiPO, DiPOCoreConfig, group_advantages, sequence_log_ppl
 from dipo.integrations._kit import StepInputs, base_advantages, compose_verifier_rewards, run_step, step_metrics
 from dipo.integrations._kit.state import load_state_file
-from verl_helpers import full_config, make_batch
+from verl_helpers import dapo_overlong_penalty, full_config, make_batch
 
 G, GROUPS, L = 4, 4, 6
 EPS = 1e-4  # TRL's GRPO epsilon
 OPTIONS = {"alpha": 0.1, "judgment": False}  # judgment off: BRR acts from the first batch (a test of four groups)
+OVERLONG = (L, 3, 1.0)  # DAPO's soft overlong shaping: max length, buffer, factor (responses of 4-6 tokens penalised)
+
+
+def overlong_penalty(batch) -> torch.Tensor:
+    """DAPO's shaping of every row, as verl's ``dapo`` reward manager and TRL's soft-overlong reward compute it."""
+    return dapo_overlong_penalty(batch.response_mask.sum(-1), *OVERLONG)
 
 
 def batches():
@@ -30,12 +38,16 @@ def batches():
     return [make_batch(num_groups=GROUPS, group_size=G, length=L, seed=seed) for seed in (0, 1)]
 
 
-def reference(batch, core: DiPO):
-    """What every adapter must give: GRPO of the rewards plus the kit's step on the same inputs."""
+def reference(batch, core: DiPO, overlong: bool):
+    """What every adapter must give: GRPO of the trained reward (shaping included) plus the kit's step on the verifier
+    reward (shaping taken out)."""
     log_ppl = sequence_log_ppl(batch.old_log_probs.double(), batch.response_mask)
     counts = batch.response_mask.sum(-1).double()
-    result = run_step(core, StepInputs(compose_verifier_rewards(batch.rewards.double()), log_ppl, G, counts))
-    base = base_advantages(batch.rewards.double(), G, core.config)
+    penalty = overlong_penalty(batch) if overlong else None
+    verifier = compose_verifier_rewards(batch.rewards.double(), penalty=penalty)
+    result = run_step(core, StepInputs(verifier, log_ppl, G, counts))
+    trained = batch.rewards.double() + (0 if penalty is None else penalty.double())
+    base = base_advantages(trained, G, core.config)
     return (base + result.delta).float(), step_metrics(result)
 
 
@@ -63,17 +75,21 @@ class TRLAdapter:
     def core(self) -> DiPO:
         return self.trainer.dipo
 
-    def step(self, batch):
+    def step(self, batch, overlong: bool, monkeypatch):
         n = batch.rewards.numel()
+        columns = batch.rewards.unsqueeze(1)
+        if overlong:  # what soft_overlong_cache adds: TRL's soft overlong reward function as a last column
+            columns = torch.cat([columns, overlong_penalty(batch).unsqueeze(1)], dim=1)
+            monkeypatch.setattr(self.trainer, "_dipo_skip_reward_column", 1)
         output = {
             "prompt_ids": torch.zeros(n, 1, dtype=torch.long),
             "prompt_mask": torch.ones(n, 1, dtype=torch.long),
             "completion_ids": torch.zeros(n, L, dtype=torch.long),
             "completion_mask": batch.response_mask.long(),
             "old_per_token_logps": batch.old_log_probs,
-            "advantages": group_advantages(batch.rewards, G, eps=EPS),  # what GRPOTrainer computed
+            "advantages": group_advantages(columns.sum(1), G, eps=EPS),  # what GRPOTrainer computed
         }
-        self.trainer._apply_dipo(output, batch.rewards.unsqueeze(1))
+        self.trainer._apply_dipo(output, columns)
         logged = self.trainer._metrics["train"]
         return output["advantages"], {k: v[-1] for k, v in logged.items() if k.startswith("dipo/")}
 
@@ -95,17 +111,27 @@ class VerlAdapter:
         from dipo.integrations import verl as plugin
 
         self.plugin = plugin
-        self.config = full_config(dict(OPTIONS), loss_agg_mode="token-mean").algorithm
+        self.configs = {
+            flag: full_config(dict(OPTIONS), overlong=OVERLONG if flag else None) for flag in (False, True)
+        }
+        self.config = self.configs[False].algorithm
 
     def reset(self, monkeypatch) -> None:
         monkeypatch.setattr("dipo.integrations.verl.options.verl_grpo_epsilon", lambda: EPS)
+        self.config = self.configs[False].algorithm
         self.plugin.reset_estimator_states()
 
     @property
     def core(self) -> DiPO:
         return self.plugin.get_estimator_state(self.config).core
 
-    def step(self, batch):
+    def step(self, batch, overlong: bool, monkeypatch):
+        self.config = self.configs[overlong].algorithm  # the dapo reward manager's overlong buffer on or off
+        if overlong:  # verl's dapo reward manager adds the shaping to the score at the last response token
+            batch = copy.copy(batch)
+            rows, last = torch.arange(batch.rewards.numel()), batch.response_mask.sum(-1).long() - 1
+            batch.token_level_rewards = batch.token_level_rewards.clone()
+            batch.token_level_rewards[rows, last] += overlong_penalty(batch)
         perm = torch.randperm(batch.rewards.numel(), generator=torch.Generator().manual_seed(5))
         shuffled = batch.permuted(perm)
         adv, _ = self.plugin.compute_dipo_outcome_advantage(
@@ -148,24 +174,24 @@ def adapter(request, built, monkeypatch):
     return instance
 
 
-def run_batches(adapter):
+def run_batches(adapter, monkeypatch, overlong: bool = False):
     """Both batches through the adapter; its last advantages and metrics, and the reference's."""
     core = DiPO(DiPOCoreConfig(**OPTIONS, std="unbiased", std_eps=EPS))
     for batch in batches():
-        advantages, metrics = adapter.step(batch)
-        expected_advantages, expected_metrics = reference(batch, core)
+        advantages, metrics = adapter.step(batch, overlong, monkeypatch)
+        expected_advantages, expected_metrics = reference(batch, core, overlong)
     return advantages, metrics, expected_advantages, expected_metrics, core
 
 
-def test_same_advantages(adapter):
-    advantages, _, expected, _, core = run_batches(adapter)
+def test_same_advantages(adapter, monkeypatch):
+    advantages, _, expected, _, core = run_batches(adapter, monkeypatch)
     assert int(core.state_dict()["queue"]["log_ppl"][-1].numel()) == G * GROUPS
     torch.testing.assert_close(advantages.float(), expected)
     assert not torch.equal(expected, group_advantages(batches()[1].rewards, G, eps=EPS))  # BRR acted
 
 
-def test_same_metric_names_and_values(adapter):
-    _, metrics, _, expected, _ = run_batches(adapter)
+def test_same_metric_names_and_values(adapter, monkeypatch):
+    _, metrics, _, expected, _ = run_batches(adapter, monkeypatch)
     assert set(metrics) == set(expected)
     for key, value in expected.items():
         np.testing.assert_allclose(metrics[key], value, rtol=1e-5, atol=1e-6, equal_nan=True, err_msg=key)
@@ -173,7 +199,7 @@ def test_same_metric_names_and_values(adapter):
 
 
 def test_same_saved_state_and_each_restores_the_others(adapter, built, tmp_path, monkeypatch):
-    _, _, _, _, core = run_batches(adapter)
+    _, _, _, _, core = run_batches(adapter, monkeypatch)
     adapter.save(tmp_path / adapter.name)
     payload = load_state_file(tmp_path / adapter.name)
     assert {"queue", "config", "generator", "format", "ppl_source", "global_step"} <= set(payload)
@@ -189,3 +215,17 @@ def test_same_saved_state_and_each_restores_the_others(adapter, built, tmp_path,
         target.reset(monkeypatch)
         target.restore(tmp_path / adapter.name)
         assert len(target.core.queue) == len(core.queue) == 2 * G * GROUPS
+
+
+def test_overlong_shaping_is_taken_out_of_the_verifier_reward_alike(adapter, monkeypatch):
+    """TRL gets the shaping as its own reward column, verl folded into the score: both group on the reward without
+    it, train on the reward with it, and log the same share of shaped rows."""
+    advantages, metrics, expected, expected_metrics, _ = run_batches(adapter, monkeypatch, overlong=True)
+    torch.testing.assert_close(advantages.float(), expected)
+    assert (
+        0
+        < metrics["dipo/frac_rows_overlong_penalty"]
+        == pytest.approx(expected_metrics["dipo/frac_rows_overlong_penalty"])
+    )
+    for key in ("dipo/frac_hard", "dipo/frac_easy", "dipo/realloc_hard", "dipo/realloc_easy"):
+        assert metrics[key] == pytest.approx(expected_metrics[key]), key
