@@ -1,5 +1,7 @@
 """Spec §11 baselines: the CDE-style perplexity bonus."""
 
+import math
+
 import pytest
 import torch
 
@@ -19,3 +21,29 @@ def test_nan_ppl_gets_no_bonus_and_bad_coefficients_raise():
     assert out.tolist() == [1.0]
     with pytest.raises(ValueError, match="coef"):
         perplexity_bonus(torch.tensor([1.0]), torch.tensor([1.0]), coef=-1.0)
+
+
+def test_perplexity_bonus_delta_by_hand():
+    """G=2, rewards [1, 0] and [1, 1], log-PPL 1: bonuses 0.1 (clipped by nothing), 0 (reward 0), 0.1, 0.1."""
+    from dipo.core import perplexity_bonus_delta
+
+    rewards = torch.tensor([1.0, 0.0, 1.0, 1.0])
+    out = perplexity_bonus_delta(rewards, torch.ones(4), 2, coef=0.1, clip_ratio=0.5, scale_rewards="none")
+    # plain advantages [0.5, -0.5, 0, 0]; shaped rewards [1.1, 0, 1.1, 1.1] -> [0.55, -0.55, 0, 0]
+    assert out.delta.tolist() == pytest.approx([0.05, -0.05, 0.0, 0.0])
+    assert out.metrics() == pytest.approx({"cde/bonus_mean": 0.075, "cde/frac_rows_with_bonus": 0.75})
+
+
+def test_perplexity_bonus_delta_skips_invalid_rows_and_normalises_like_grpo():
+    from dipo.core import group_advantages, perplexity_bonus_delta
+
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 0.0])
+    log_ppl = torch.tensor([2.0, 1.0, 0.5, 3.0, 0.2, 1.0])
+    valid = torch.tensor([True, True, False, True, True, True])
+    out = perplexity_bonus_delta(rewards, log_ppl, 3, coef=0.1, clip_ratio=0.5, valid=valid)
+    shaped = perplexity_bonus(rewards, log_ppl, 0.1, 0.5)
+    expected = group_advantages(shaped, 3, valid=valid) - group_advantages(rewards, 3, valid=valid)
+    assert torch.allclose(out.delta, expected) and out.delta[2] == 0
+    assert out.bonus_mean == pytest.approx((0.2 + 0 + 0.3 + 0.02 + 0) / 5)
+    empty = perplexity_bonus_delta(torch.zeros(2), torch.ones(2), 2, valid=torch.zeros(2, dtype=torch.bool))
+    assert math.isnan(empty.bonus_mean) and math.isnan(empty.frac_rows_with_bonus)

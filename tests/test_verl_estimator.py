@@ -131,8 +131,35 @@ def test_missing_log_probs_raise_clear_error():
             index=batch.uids,
             config=algo_config(),
         )
-    with pytest.raises(ValueError, match=r"rollout_log_probs"):
-        run_estimator(batch, algo_config({"log_probs": "rollout_log_probs"}))
+    with pytest.raises(ValueError, match=r"needs per-token log-probs \(rollout_log_probs\)"):
+        run_estimator(batch, algo_config({"log_probs": "sampling"}))
+
+
+def test_log_prob_source_names_are_trls_and_the_old_ones_still_work(monkeypatch):
+    """issue 17: ``old`` / ``sampling`` as TRL's dipo_ppl_source; the earlier verl names map to them and warn once."""
+    from dipo.integrations._kit import logprobs
+
+    monkeypatch.setattr(logprobs, "_warned", set())
+    batch = make_batch(seed=2)
+    expected, _ = run_estimator(batch, algo_config({"log_probs": "old"}))
+    for legacy in ("old_log_probs", "rollout_log_probs"):
+        with pytest.warns(FutureWarning, match=rf"algorithm.dipo.log_probs='{legacy}' is deprecated"):
+            assert (
+                parse_dipo_options(algo_config({"log_probs": legacy})).log_probs == logprobs.LEGACY_PPL_SOURCES[legacy]
+            )
+    reset_estimator_states()
+    adv, _ = compute_dipo_outcome_advantage(
+        batch.token_level_rewards,
+        batch.response_mask,
+        batch.uids,
+        algo_config({"log_probs": "old_log_probs"}),
+        {"old_log_probs": batch.old_log_probs},
+    )
+    torch.testing.assert_close(adv, expected)
+    with pytest.raises(
+        ValueError, match=r"unknown algorithm.dipo.log_probs='forward'; choose one of 'auto', 'old', 'sampling'"
+    ):
+        parse_dipo_options(algo_config({"log_probs": "forward"}))  # verl always has old_log_probs: no extra pass
 
 
 def test_rollout_log_probs_fallback():

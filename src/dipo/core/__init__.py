@@ -9,11 +9,12 @@ Spec sections refer to ``docs/algorithm.md`` (the project's DiPO spec):
   tables ``MEMBERSHIP_RULES`` (:func:`in_space`), ``SELECTION_RULES`` (:func:`select_max_ppl`, :func:`select_random`)
 - §7 :func:`group_advantages`, :func:`fold_advantages`, :func:`realloc_scale`
 - §7 (DAPO's dynamic sampling, DiPO-aware) :func:`groups_to_keep`
+- §11 (baselines) :func:`perplexity_bonus`, :func:`perplexity_bonus_delta`
 - the whole step: :class:`DiPO` with :class:`DiPOCoreConfig` (validates its inputs once, at entry)
 """
 
 from dipo.core.advantages import fold_advantages, group_advantages, realloc_scale
-from dipo.core.baselines import perplexity_bonus
+from dipo.core.baselines import PerplexityBonusDelta, perplexity_bonus, perplexity_bonus_delta
 from dipo.core.brr import (
     MEMBERSHIP_RULES,
     SELECTION_RULES,
@@ -44,6 +45,7 @@ __all__ = [
     "GroupType",
     "Judgment",
     "PPLQueue",
+    "PerplexityBonusDelta",
     "Quadrant",
     "Reallocation",
     "classify_groups",
@@ -55,6 +57,7 @@ __all__ = [
     "in_space",
     "judge",
     "perplexity_bonus",
+    "perplexity_bonus_delta",
     "quadrant_labels",
     "realloc_scale",
     "reallocate",

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import warnings
-
 from packaging.version import Version
+
+from dipo.integrations._kit.versions import check_version
 
 #: Tested range (also pinned in pyproject.toml's ``trl`` extra): trl>=1.14,<1.17.
 TESTED_MIN = Version("1.14")
@@ -21,21 +21,5 @@ def check_trl_version(version: str | None = None) -> Version:
         import trl
 
         version = trl.__version__
-    try:
-        parsed = Version(version)
-    except Exception as err:
-        raise ImportError(f"dipo: cannot parse the installed TRL version {version!r}.") from err
-    if parsed.major != TESTED_MIN.major:
-        raise ImportError(
-            f"dipo: DiPOTrainer supports TRL {TESTED_MIN.major}.x (tested {TESTED_MIN} <= trl < "
-            f"{TESTED_MAX_EXCLUSIVE}), but trl {version} is installed. "
-            "Install a tested version: pip install 'trl>=1.14,<1.17'."
-        )
-    if not TESTED_MIN <= Version(parsed.base_version) < TESTED_MAX_EXCLUSIVE:
-        warnings.warn(
-            f"dipo: trl {version} is outside the tested range [{TESTED_MIN}, {TESTED_MAX_EXCLUSIVE}); DiPOTrainer "
-            "relies on private GRPOTrainer hooks, check the results (pip install 'trl>=1.14,<1.17').",
-            UserWarning,
-            stacklevel=2,
-        )
-    return parsed
+    tested = (str(TESTED_MIN), str(TESTED_MAX_EXCLUSIVE))
+    return check_version("trl", version, ("1", "2"), tested, "trl>=1.14,<1.17", "private GRPOTrainer hooks")

@@ -13,7 +13,7 @@ import json
 import os
 import re
 
-from dipo.integrations._state import DIPO_STATE_NAME, load_state_file
+from dipo.integrations._kit.state import DIPO_STATE_NAME, load_state_file
 
 #: transformers' ``TRAINER_STATE_NAME``: written last by ``Trainer._save_checkpoint``.
 TRAINER_STATE_NAME = "trainer_state.json"

@@ -18,9 +18,8 @@ from trl import GRPOConfig
 from dipo.core import DiPOCoreConfig
 from dipo.core.config import CORE_OPTIONS
 from dipo.core.dynamic_sampling import DS_QUEUE_CHOICES
+from dipo.integrations._kit.logprobs import ppl_source_option
 from dipo.integrations.trl.presets import PRESET_FIELDS, PRESETS, resolve_preset
-
-PPL_SOURCES = ("auto", "old", "sampling", "forward")
 
 #: What dynamic sampling does when ``max_generation_rounds`` rounds kept too few groups.
 DS_ON_CAP_CHOICES = ("fill", "raise")
@@ -292,11 +291,10 @@ class DiPOConfig(_GRPOConfigWithCoreOptions):
 
     def _validate_dipo(self) -> None:
         self._apply_fast_generation()
-        if self.dipo_ppl_source not in PPL_SOURCES:
-            raise ValueError(
-                f"DiPOConfig: unknown dipo_ppl_source={self.dipo_ppl_source!r}; choose one of "
-                f"{', '.join(repr(s) for s in PPL_SOURCES)}."
-            )
+        try:  # one set of names with verl (dipo.integrations._kit.logprobs)
+            self.dipo_ppl_source = ppl_source_option(self.dipo_ppl_source, "dipo_ppl_source")
+        except ValueError as err:
+            raise ValueError(f"DiPOConfig: {err}") from None
         if self.soft_overlong_cache is not None and not 0 <= self.soft_overlong_cache < self.max_completion_length:
             raise ValueError(
                 f"DiPOConfig: soft_overlong_cache={self.soft_overlong_cache} must lie in [0, max_completion_length="

@@ -36,14 +36,23 @@ from trl.extras.profiling import profiling_decorator
 from trl.models.utils import disable_gradient_checkpointing
 from trl.rewards import get_soft_overlong_punishment
 
-from dipo.core import DiPO, DiPOStepOutput, group_advantages, groups_to_keep, perplexity_bonus, sequence_log_ppl
-from dipo.integrations._state import (
+from dipo.core import DiPO, DiPOStepOutput, perplexity_bonus_delta, sequence_log_ppl
+from dipo.integrations._kit import (
+    StepInputs,
+    VerifierRewards,
+    choose_log_probs,
+    compose_verifier_rewards,
+    ds_metrics,
+    run_step,
+    step_metrics,
+)
+from dipo.integrations._kit.dynamic_sampling import kept_groups
+from dipo.integrations._kit.state import (
     DIPO_STATE_NAME,
-    check_resumed_config,
-    load_state_file,
-    restore_from_file,
+    restore_dipo_state,
     save_state_file,
     state_path,
+    state_payload,
 )
 from dipo.integrations.trl._dynamic_sampling import (
     ROW_KEYS,
@@ -392,12 +401,11 @@ class DiPOTrainer(GRPOTrainer):
         output["num_items_in_batch"] = loss_mask.sum()  # TRL's global loss-token count, of the final batch
         if queue_state is not None:
             self._ds_queue_kept(queue_state, records, selection)
-        metrics = self._metrics["train"]
-        metrics["dipo/ds_rounds"].append(float(len(rounds)))
-        metrics["dipo/ds_kept_groups"].append(float(sum(int(k.sum()) for k in keeps)))
-        metrics["dipo/ds_dropped_groups"].append(float(sum(int((~k).sum()) for k in keeps)))
-        metrics["dipo/ds_kept_reallocated"].append(float(sum(int(k.sum()) for k in realloc_only)))
-        metrics["dipo/ds_filler_groups"].append(float(len(selection.fillers)))
+        kept, by_brr = sum(int(k.sum()) for k in keeps), sum(int(k.sum()) for k in realloc_only)
+        values = ds_metrics(len(rounds), kept, sum(k.numel() for k in keeps) - kept, by_brr)
+        values["dipo/ds_filler_groups"] = float(len(selection.fillers))
+        for key, value in values.items():
+            self._metrics["train"][key].append(value)
         return output
 
     def _ds_keep(self, rewards_per_func: Tensor) -> tuple[Tensor, Tensor]:
@@ -407,22 +415,19 @@ class DiPOTrainer(GRPOTrainer):
         if record is not None:
             rewards, valid = record.rewards, record.valid
         else:
-            rewards, valid = self._verifier_rewards(rewards_per_func.cpu())
-            rewards = torch.where(valid, rewards, torch.zeros_like(rewards))
-        tol, group_size = self.args.dipo_zero_variance_tol, self.num_generations
-        plain = groups_to_keep(rewards, group_size, valid=valid, zero_variance_tol=tol)
-        if not (self.args.dipo_enabled and record is not None and record.output is not None):
-            return plain, torch.zeros_like(plain)
-        reallocated = record.output.realloc_hard | record.output.realloc_easy
-        keep = groups_to_keep(
+            verifier = self._verifier_rewards(rewards_per_func.cpu())
+            rewards, valid = verifier.rewards, verifier.valid
+        reallocated = None
+        if self.args.dipo_enabled and record is not None and record.output is not None:
+            reallocated = record.output.realloc_hard | record.output.realloc_easy
+        return kept_groups(
             rewards,
-            group_size,
+            self.num_generations,
             reallocated,
             valid=valid,
             keep_reallocated=self.args.dipo_ds_keep_reallocated,
-            zero_variance_tol=tol,
+            zero_variance_tol=self.args.dipo_zero_variance_tol,
         )
-        return keep, keep & ~plain
 
     def _ds_gather_rows(self, output: dict[str, Any]) -> dict[str, Tensor]:
         """TRL's per-row tensors of every process (padded to a common width), in global row order."""
@@ -505,44 +510,48 @@ class DiPOTrainer(GRPOTrainer):
         loss_mask = completion_mask if output.get("tool_mask") is None else completion_mask * output["tool_mask"]
 
         token_logps, source = self._sampling_token_logps(output)
-        local_log_ppl = sequence_log_ppl(token_logps.float(), loss_mask)
-        local_counts = loss_mask.sum(dim=1).float()
+        local_rows = torch.stack([sequence_log_ppl(token_logps.float(), loss_mask), loss_mask.sum(dim=1).float()], 1)
         # The core runs on CPU: a few thousand scalars, and no per-metric device synchronisation on GPUs.
-        gathered = self.accelerator.gather(torch.stack([local_log_ppl, local_counts], dim=1)).cpu()
+        gathered = self.accelerator.gather(local_rows).cpu()
         log_ppl, token_counts = gathered[:, 0], gathered[:, 1]
 
-        rewards, valid = self._verifier_rewards(rewards_per_func.cpu())
+        verifier = self._verifier_rewards(rewards_per_func.cpu())
+        rewards, valid = verifier.rewards, verifier.valid
         if rewards.numel() != log_ppl.numel():
             raise RuntimeError(
                 f"DiPOTrainer: {rewards.numel()} gathered rewards but {log_ppl.numel()} gathered log-PPL values; "
                 "every process must generate the same number of completions."
             )
-        rewards = torch.where(valid, rewards, torch.zeros_like(rewards))
         metrics = self._metrics["train"]
         delta = torch.zeros_like(rewards)
         out = None
         if self.dipo is not None:
             # realloc_normalizer="separate" counts the α term's own normaliser in tokens for token-normalised losses
-            token_level = self.loss_type in TOKEN_NORMALISED_LOSSES
+            counts = token_counts if self.loss_type in TOKEN_NORMALISED_LOSSES else None
             try:
-                out = self.dipo.step(
-                    rewards,
-                    log_ppl,
-                    self.num_generations,
-                    valid=valid,
-                    token_counts=token_counts if token_level else None,
-                )
+                result = run_step(self.dipo, StepInputs(verifier, log_ppl, self.num_generations, counts))
             except ValueError as err:  # the options were validated by DiPOConfig; these are input errors
                 raise ValueError(f"DiPOTrainer: {err}") from err
+            out = result.output
             if self.args.dipo_logs_diagnostics:
-                for key, value in out.metrics().items():
-                    metrics[f"dipo/{key}"].append(float(value))
-                metrics["dipo/frac_rows_no_ppl"].append(float((torch.isnan(log_ppl) & valid).float().mean()))
-                metrics["dipo/advantage_delta_abs_mean"].append(float(out.advantage_delta.abs().mean()))
+                for key, value in step_metrics(result).items():
+                    metrics[key].append(value)
             if self.args.dipo_enabled:
-                delta = delta + out.advantage_delta
-        if self.args.ppl_bonus_coef > 0:
-            delta = delta + self._ppl_bonus_delta(rewards, log_ppl, valid)
+                delta = delta + result.delta
+        if self.args.ppl_bonus_coef > 0:  # the CDE-style baseline (spec §11)
+            args = self.args
+            cde = perplexity_bonus_delta(
+                rewards,
+                log_ppl,
+                self.num_generations,
+                args.ppl_bonus_coef,
+                args.ppl_bonus_clip,
+                self.scale_rewards,
+                valid,
+            )
+            for key, value in cde.metrics().items():
+                metrics[key].append(value)
+            delta = delta + cde.delta
 
         local = output["advantages"].size(0)
         process_slice = slice(self.accelerator.process_index * local, (self.accelerator.process_index + 1) * local)
@@ -564,32 +573,19 @@ class DiPOTrainer(GRPOTrainer):
             ppl_source=source,
         )
 
-    def _ppl_bonus_delta(self, rewards: Tensor, log_ppl: Tensor, valid: Tensor) -> Tensor:
-        """CDE-style baseline (spec §11): advantages of the PPL-shaped rewards minus those of the plain rewards."""
-        shaped = perplexity_bonus(rewards, log_ppl, self.args.ppl_bonus_coef, self.args.ppl_bonus_clip)
-        norm = {"scale_rewards": self.scale_rewards, "std": "unbiased", "eps": 1e-4, "valid": valid}
-        bonus = (shaped - rewards)[valid]
-        metrics = self._metrics["train"]
-        metrics["cde/bonus_mean"].append(float(bonus.mean()) if bonus.numel() else math.nan)
-        metrics["cde/frac_rows_with_bonus"].append(float((bonus > 0).float().mean()) if bonus.numel() else math.nan)
-        groups = self.num_generations
-        return group_advantages(shaped, groups, **norm) - group_advantages(rewards, groups, **norm)
-
     def _sampling_token_logps(self, output: dict[str, Any]) -> tuple[Tensor, str]:
         """Per-token log-probs of the policy that sampled the batch (spec §3), and where they came from."""
         source = self.args.dipo_ppl_source
-        if source in ("auto", "old") and output.get("old_per_token_logps") is not None:
-            return output["old_per_token_logps"], "old"
-        if source in ("auto", "sampling") and output.get("sampling_per_token_logps") is not None:
-            return output["sampling_per_token_logps"], "sampling"
-        if source in ("old", "sampling"):
+        available = {"old": output.get("old_per_token_logps"), "sampling": output.get("sampling_per_token_logps")}
+        token_logps, name = choose_log_probs(source, available, lambda: self._extra_forward_logps(output))
+        if token_logps is None:
             raise ValueError(
                 f"DiPOConfig.dipo_ppl_source={source!r}, but TRL did not compute {source}_per_token_logps for this "
                 "batch ('old' needs vLLM importance-sampling correction or num_iterations > 1 / steps_per_generation "
                 "> gradient_accumulation_steps; 'sampling' needs vLLM or a rollout_func returning logprobs). Use "
                 "dipo_ppl_source='auto'."
             )
-        return self._extra_forward_logps(output), "forward"
+        return token_logps, name
 
     def _extra_forward_logps(self, output: dict[str, Any]) -> Tensor:
         """One no-grad forward of the current (= sampling) policy over prompt + completion."""
@@ -608,12 +604,12 @@ class DiPOTrainer(GRPOTrainer):
             )
         return token_logps
 
-    def _verifier_rewards(self, rewards_per_func: Tensor) -> tuple[Tensor, Tensor]:
-        """DiPO's verifier reward and the valid rows (some verifier function scored the row).
+    def _verifier_rewards(self, rewards_per_func: Tensor) -> VerifierRewards:
+        """DiPO's verifier reward, the valid rows (some verifier function scored the row), the overlong share.
 
         ``dipo_verifier_reward_funcs=None``: the weighted (``reward_weights``) sum of every reward function but the
-        soft overlong penalty; otherwise the unweighted sum of the named functions. Rewards DiPO cannot use raise a
-        ``ValueError`` that names the reward function and the option to set.
+        soft overlong penalty (a separate column, left out); otherwise the unweighted sum of the named functions.
+        Rewards DiPO cannot use raise a ``ValueError`` that names the reward function and the option to set.
         """
         columns = self._dipo_verifier_columns
         per_func = rewards_per_func[:, columns]
@@ -621,11 +617,11 @@ class DiPOTrainer(GRPOTrainer):
             weights = self.reward_weights.to(per_func.device)[columns]
         else:
             weights = torch.ones(len(columns), dtype=per_func.dtype, device=per_func.device)
-        valid = ~torch.isnan(per_func).all(dim=1)
-        rewards = (per_func * weights.unsqueeze(0)).nansum(dim=1)
+        skip = self._dipo_skip_reward_column
+        verifier = compose_verifier_rewards(per_func, weights, None if skip is None else rewards_per_func[:, skip])
         if self.dipo is not None:
-            self._check_verifier_rewards(per_func, weights, rewards, valid)
-        return rewards, valid
+            self._check_verifier_rewards(per_func, weights, verifier.rewards, verifier.valid)
+        return verifier
 
     def _verifier_description(self) -> str:
         names = [self.reward_func_names[i] for i in self._dipo_verifier_columns]
@@ -745,8 +741,14 @@ class DiPOTrainer(GRPOTrainer):
                 if os.path.isfile(os.path.join(folder, name)):
                     os.remove(os.path.join(folder, name))
             if self.dipo is not None:
-                save_state_file(self.dipo.state_dict(), folder)  # atomic: temporary file + os.replace
+                self._save_dipo_state(folder)
         super()._save_checkpoint(model, trial)
+
+    def _save_dipo_state(self, folder: str) -> str:
+        """Spec §4: write the PPL queue to ``<folder>/dipo_state.pt`` in the kit's format (atomically: temporary file
+        + ``os.replace``)."""
+        payload = state_payload(self.dipo.state_dict(), self.args.dipo_ppl_source, self.state.global_step)
+        return save_state_file(payload, folder)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
@@ -764,8 +766,8 @@ class DiPOTrainer(GRPOTrainer):
                     stacklevel=2,
                 )
             return
-        state = load_state_file(checkpoint)  # names the file and says what to do if it is unreadable
-        if state is None:
+        # names the file and says what to do if it is unreadable or its options give the queue another meaning
+        if restore_dipo_state(self.dipo, checkpoint, option_name=trl_option_name) is None:
             if not self.args.dipo_resume_empty_queue:  # train() refuses such a checkpoint first
                 raise ValueError(f"DiPOTrainer: cannot resume from {checkpoint}: it has no {DIPO_STATE_NAME}.")
             warnings.warn(
@@ -774,15 +776,6 @@ class DiPOTrainer(GRPOTrainer):
                 UserWarning,
                 stacklevel=2,
             )
-            return
-        saved_config = state.get("config")
-        check_resumed_config(
-            saved_config if isinstance(saved_config, dict) else None,
-            self.dipo.config.to_dict(),
-            path,
-            option_name=trl_option_name,
-        )
-        restore_from_file(path, self.dipo.load_state_dict, state)
 
     # ------------------------------------------------------------------ convenience
     def dipo_log_history(self, key: str) -> list[float]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import warnings
-
 from packaging.version import Version
+
+from dipo.integrations._kit.versions import check_version
 
 #: Tested version: verl 0.9.1. The shim and trainers touch verl internals (``compute_advantage``, the v1 trainer's
 #: ``_compute_advantage`` / ``_save_checkpoint`` / ``_load_checkpoint`` and its trainer registry).
@@ -17,17 +17,5 @@ def check_verl_version(version: str | None = None) -> Version:
         import verl
 
         version = verl.__version__
-    parsed = Version(version)
-    if Version(parsed.base_version) < Version("0.9"):
-        raise ImportError(
-            f"dipo's verl plugin needs verl >= 0.9 (tested {TESTED_VERSION}), found verl {version}: "
-            "pip install 'dipo[verl]'."
-        )
-    if Version(parsed.base_version) != TESTED_VERSION:
-        warnings.warn(
-            f"dipo's verl plugin is tested with verl {TESTED_VERSION}, found {version}; it wraps verl internals "
-            "(compute_advantage, the v1 trainer hooks), check the dipo/* metrics of the first steps.",
-            UserWarning,
-            stacklevel=2,
-        )
-    return parsed
+    relies_on = "verl internals (compute_advantage, the v1 trainer hooks)"
+    return check_version("verl", version, ("0.9", None), ("0.9.1", "0.9.2"), "dipo[verl]", relies_on)

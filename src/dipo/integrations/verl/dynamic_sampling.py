@@ -29,55 +29,14 @@ from torch import Tensor
 from verl.trainer.ppo.v1 import replay_buffer as verl_replay_buffer
 from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer, ReplayBufferAsync
 
-from dipo.core import DiPO, DiPOCoreConfig, find_threshold, groups_to_keep, judge, reallocate, sequence_log_ppl
+from dipo.core import sequence_log_ppl
+from dipo.integrations._kit.dynamic_sampling import kept_groups, predicted_reallocation, reallocation_threshold
+from dipo.integrations._kit.step import DS_METRICS, ds_metrics
 from dipo.integrations.verl.estimator import EstimatorState, get_estimator_state, verifier_rewards
 from dipo.integrations.verl.options import VERIFIER_KEYS, DiPOVerlOptions
 
-#: Metrics shared with the TRL integration (``dipo/ds_realloc_confirmed`` is verl-only).
-DS_METRICS = ("dipo/ds_rounds", "dipo/ds_kept_groups", "dipo/ds_dropped_groups", "dipo/ds_kept_reallocated")
-
 #: Fields of a trajectory in verl's TransferQueue that the DiPO decision reads.
 ROLLOUT_FIELDS = ("rm_scores", "response_mask", "rollout_log_probs", "extra_fields")
-
-
-def reallocation_threshold(core: DiPO) -> float:
-    """τ* of the PPL queue as it stands, if BRR would act on it (judgment passed or off), else NaN; read-only
-    (spec §5: the same rule as :meth:`DiPO.step`, without pushing a batch)."""
-    log_ppl, correct = core.queue.values()
-    if log_ppl.numel() == 0:
-        return math.nan
-    tau = find_threshold(log_ppl, correct)
-    if math.isnan(tau):
-        return math.nan
-    cfg = core.config
-    if cfg.judgment and not judge(log_ppl, correct, tau, cfg.judgment_confidence).passed:
-        return math.nan
-    return tau
-
-
-def predicted_reallocation(
-    config: DiPOCoreConfig, rewards: Tensor, log_ppl: Tensor, group_size: int, threshold: float
-) -> Tensor:
-    """``[B]`` bool: the groups BRR reallocates at ``threshold`` (spec §6), with the run's BRR options.
-
-    ``selection="random"`` moves a random response's reward but reallocates the same groups, so the group decision
-    is taken with the maximum-PPL rule and draws nothing from the estimator's generator.
-    """
-    out = reallocate(
-        rewards,
-        log_ppl,
-        group_size,
-        threshold,
-        config.membership,
-        reward_mode=config.reward_mode,
-        correct_threshold=config.correct_threshold,
-        graded_delta=config.graded_delta,
-        reallocate_hard=config.reallocate_hard,
-        reallocate_easy=config.reallocate_easy,
-        zero_variance_tol=config.zero_variance_tol,
-        selection="max_ppl",
-    )
-    return out.hard | out.easy
 
 
 def _rows(values: Any) -> list[Any]:
@@ -152,9 +111,9 @@ def group_is_kept(
     group_size = len(metric_values)
     if group_size < 2:  # verl never filters a single-trajectory group
         return True, False
-    cfg = state.core.config
+    tol = state.core.config.zero_variance_tol
     metric = torch.tensor(metric_values, dtype=torch.float64)
-    if bool(groups_to_keep(metric, group_size, zero_variance_tol=cfg.zero_variance_tol)[0]):
+    if bool(kept_groups(metric, group_size, zero_variance_tol=tol)[0][0]):
         return True, False
     reallocated = torch.zeros(1, dtype=torch.bool)
     if not math.isnan(tau):
@@ -162,9 +121,9 @@ def group_is_kept(
         if group.size != group_size:
             raise RuntimeError(f"dipo dynamic sampling: group {uid!r} changed size while it was classified.")
         rewards = group.verifier_rewards(state.options)
-        reallocated = predicted_reallocation(cfg, rewards, group.log_ppl(uid), group_size, tau)
-    keep = bool(groups_to_keep(metric, group_size, reallocated, zero_variance_tol=cfg.zero_variance_tol)[0])
-    return keep, keep and bool(reallocated[0])
+        reallocated = predicted_reallocation(state.core.config, rewards, group.log_ppl(uid), group_size, tau)
+    keep, by_brr = kept_groups(metric, group_size, reallocated, zero_variance_tol=tol)
+    return bool(keep[0]), bool(by_brr[0])
 
 
 def _session_order(key: str) -> tuple[int, int]:
@@ -291,12 +250,8 @@ class DiPOReplayBufferMixin:
         kept_reallocated = selected & self.dipo_kept_reallocated[partition_id]
         self.dipo_kept_reallocated[partition_id] -= selected
         self.dipo_last_kept_reallocated = kept_reallocated
-        metrics = {
-            "dipo/ds_rounds": 1.0 + self.dipo_refilled_prompts / max(batch_size, 1),
-            "dipo/ds_kept_groups": float(len(selected)),
-            "dipo/ds_dropped_groups": float(self.dipo_dropped_groups),
-            "dipo/ds_kept_reallocated": float(len(kept_reallocated)),
-        }
+        rounds = 1.0 + self.dipo_refilled_prompts / max(batch_size, 1)
+        metrics = ds_metrics(rounds, len(selected), self.dipo_dropped_groups, len(kept_reallocated))
         self.dipo_refilled_prompts = self.dipo_dropped_groups = 0
         return metrics
 

@@ -24,7 +24,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dipo.core import DiPO, DiPOStepOutput, group_advantages, sequence_log_ppl
+from dipo.core import DiPO, DiPOStepOutput, sequence_log_ppl
+from dipo.integrations._kit import (
+    StepInputs,
+    StepResult,
+    VerifierRewards,
+    base_advantages,
+    choose_log_probs,
+    compose_verifier_rewards,
+    run_step,
+    step_metrics,
+)
+from dipo.integrations._kit.layout import GroupLayout, group_rows
 from dipo.integrations.verl.context import ESTIMATOR_NAME, current_batch, current_non_tensor_batch
 from dipo.integrations.verl.options import VERIFIER_KEYS, DiPOVerlOptions, parse_dipo_options
 
@@ -43,9 +54,8 @@ __all__ = [
     "verifier_rewards",
 ]
 
-#: Verifier rewards this close to an integer are snapped to it after the overlong penalty is subtracted: verl adds
-#: the penalty in float32, so ``score − penalty`` of a ±1 / 0-1 verifier reward is off by a few float32 ulps.
-_SNAP_TOLERANCE = 1e-5
+#: verl's batch key of each log-prob source (``dipo.integrations._kit.logprobs``; verl has no extra forward pass).
+VERL_LOG_PROB_KEYS = {"old": "old_log_probs", "sampling": "rollout_log_probs"}
 
 
 @dataclass
@@ -56,22 +66,17 @@ class EstimatorState:
     core: DiPO
     last_output: DiPOStepOutput | None = None
     last_layout: GroupLayout | None = None
-    last_verifier: VerifierRewards | None = None
+    last_verifier: VerifierRewards | None = None  # in verl's row order
+    last_result: StepResult | None = None
     steps: int = 0
 
     def pop_metrics(self, prefix: str = "dipo/") -> dict[str, float]:
-        """Spec §10 diagnostics of the last step (once: a second call returns ``{}`` until the next step)."""
-        if self.last_output is None:
+        """The ``dipo/*`` metrics of the last step (:func:`~dipo.integrations._kit.step_metrics`; once: a second call
+        returns ``{}`` until the next step); ``prefix`` replaces ``dipo/``."""
+        if self.last_output is None or self.last_result is None:
             return {}
-        metrics = {f"{prefix}{k}": float(v) for k, v in self.last_output.metrics().items()}
-        if self.last_layout is not None:
-            metrics[f"{prefix}num_groups"] = float(self.last_layout.num_groups)
-            metrics[f"{prefix}group_size"] = float(self.last_layout.group_size)
-            metrics[f"{prefix}inactive_rows"] = float(self.last_layout.num_inactive_rows)
-        if self.last_verifier is not None:
-            metrics[f"{prefix}frac_rows_overlong_penalty"] = self.last_verifier.frac_penalised
         self.last_output = None
-        return metrics
+        return {prefix + key.removeprefix("dipo/"): value for key, value in step_metrics(self.last_result).items()}
 
 
 #: One state per distinct DiPO configuration (keyed by :meth:`DiPOVerlOptions.key`), in the driver process.
@@ -94,23 +99,9 @@ def reset_estimator_states() -> None:
     ESTIMATOR_STATES.clear()
 
 
-@dataclass
-class GroupLayout:
-    """Map from verl's rows to dipo.core's contiguous groups.
-
-    ``order[k]`` is the verl row placed at position ``k`` of the contiguous layout (groups in order of first
-    appearance, rows of a group in their verl order). Rows of *inactive* uids — every row without a response token,
-    such as the synthetic padding rows verl appends to make the batch divisible — are left out and get advantage 0.
-    """
-
-    order: Tensor
-    group_size: int
-    num_groups: int
-    num_inactive_rows: int = 0
-
-
 def group_rows_by_uid(index: Any, response_mask: Tensor) -> GroupLayout:
-    """Group verl rows by prompt uid (spec §2: B prompts × G responses); every active uid must have G >= 2 rows."""
+    """Group verl rows by prompt uid (:func:`dipo.integrations._kit.layout.group_rows`); rows without a response
+    token (verl's padding rows) are left out."""
     num_rows = response_mask.shape[0]
     if index is None:
         raise ValueError(
@@ -120,34 +111,9 @@ def group_rows_by_uid(index: Any, response_mask: Tensor) -> GroupLayout:
     uids = list(index.tolist() if hasattr(index, "tolist") else index)
     if len(uids) != num_rows:
         raise ValueError(f"index (uid) has {len(uids)} entries but the batch has {num_rows} rows.")
-    codes: dict[Any, int] = {}
-    row_codes = torch.tensor([codes.setdefault(uid, len(codes)) for uid in uids], dtype=torch.long)
-    num_uids = len(codes)
-    has_tokens = response_mask.reshape(num_rows, -1).sum(dim=1).cpu() > 0
-    active_uid = torch.zeros(num_uids, dtype=torch.bool).index_put_((row_codes,), has_tokens, accumulate=True)
-    active_rows = active_uid[row_codes]
-    counts = torch.bincount(row_codes[active_rows], minlength=num_uids)[active_uid]
-    uid_list = list(codes)
-    if counts.numel() == 0:
-        raise ValueError("the batch has no response tokens at all (response_mask is all 0); nothing to train on.")
-    group_size = int(counts[0])
-    if bool((counts != group_size).any()) or group_size < 2:
-        active_uids = [u for u, a in zip(uid_list, active_uid.tolist(), strict=True) if a]
-        sizes = dict(zip(active_uids, counts.tolist(), strict=True))
-        shown = ", ".join(f"{u!r}: {n}" for u, n in list(sizes.items())[:6])
-        raise ValueError(
-            "the dipo estimator needs every prompt uid to have the same number G >= 2 of responses "
-            f"(actor_rollout_ref.rollout.n >= 2), got rows per uid {{{shown}{', ...' if len(sizes) > 6 else ''}}}. "
-            "Multi-output agent sessions (several outputs per uid) are not supported."
-        )
-    active_idx = torch.nonzero(active_rows).squeeze(1)
-    order = active_idx[torch.argsort(row_codes[active_idx], stable=True)]
-    return GroupLayout(
-        order=order,
-        group_size=group_size,
-        num_groups=int(active_uid.sum()),
-        num_inactive_rows=int((~active_rows).sum()),
-    )
+    has_tokens = response_mask.reshape(num_rows, -1).sum(dim=1) > 0
+    hint = " per uid (actor_rollout_ref.rollout.n >= 2; multi-output agent sessions are not supported)"
+    return group_rows(uids, has_tokens, hint)
 
 
 def select_log_probs(
@@ -156,19 +122,16 @@ def select_log_probs(
     """Spec §3 [choice]: per-token log-probs of the sampling policy, from what verl already computed."""
     old = old_log_probs if old_log_probs is not None else _batch_get(batch, "old_log_probs")
     rollout = rollout_log_probs if rollout_log_probs is not None else _batch_get(batch, "rollout_log_probs")
-    source = options.log_probs
-    if source == "old_log_probs" or (source == "auto" and old is not None):
-        chosen, name = old, "old_log_probs"
-    else:
-        chosen, name = rollout, "rollout_log_probs"
+    chosen, source = choose_log_probs(options.log_probs, {"old": old, "sampling": rollout})
     if chosen is None:
+        name = VERL_LOG_PROB_KEYS[source]
         available = "no batch was passed" if batch is None else f"batch keys: {sorted(batch.keys())}"
         raise ValueError(
             f"the dipo estimator needs per-token log-probs ({name}) to compute each response's perplexity, but "
             f"none reached it ({available}). verl computes old_log_probs before the advantage; make sure "
             "`dipo.integrations.verl` is imported in the driver (it installs the shim that passes the batch: "
             "pip install 'dipo[verl]', or VERL_USE_EXTERNAL_MODULES=dipo.integrations.verl), or set "
-            "actor_rollout_ref.rollout.calculate_log_probs=True and +algorithm.dipo.log_probs=rollout_log_probs."
+            "actor_rollout_ref.rollout.calculate_log_probs=True and +algorithm.dipo.log_probs=sampling."
         )
     return chosen
 
@@ -180,16 +143,6 @@ def _batch_get(batch: Any, key: str) -> Tensor | None:
         return batch[key] if key in batch.keys() else None  # noqa: SIM118 (TensorDict rejects `key in td`)
     except (KeyError, AttributeError):
         return None
-
-
-@dataclass
-class VerifierRewards:
-    """Per-row verifier rewards R in verl's row order, where they came from, and the share of rows whose score
-    carried an overlong penalty that was taken out."""
-
-    rewards: Tensor
-    source: str
-    frac_penalised: float = 0.0
 
 
 def _row_values(values: Any, name: str, num_rows: int) -> Tensor:
@@ -245,25 +198,22 @@ def verifier_rewards(
                 "trainer (trainer.use_v1=false); the v1 trainers keep them out of compute_advantage. Use "
                 "+algorithm.dipo.verifier_key=auto (the score without the DAPO overlong penalty)."
             )
-        return VerifierRewards(_row_values(values, key, num_rows), key)
+        return compose_verifier_rewards(_row_values(values, key, num_rows), source=key)
 
     scores = _batch_get(batch, "token_level_scores")
     if scores is None or scores.shape != token_level_rewards.shape:
         scores = token_level_rewards
     score = scores.sum(dim=-1).double().cpu()
     if key == "score":
-        return VerifierRewards(score, "score")
+        return compose_verifier_rewards(score, source="score")
     logged = None if non_tensor_batch is None else non_tensor_batch.get("overlong_reward")
     if logged is not None:
         penalty, source = _row_values(logged, "overlong_reward", num_rows), "score - overlong_reward"
     elif options.overlong is not None:
         penalty, source = options.overlong(_response_lengths(batch, response_mask)), "score - overlong penalty"
     else:
-        return VerifierRewards(score, "score")
-    verifier = score - penalty
-    snapped = verifier.round()
-    verifier = torch.where((verifier - snapped).abs() <= _SNAP_TOLERANCE, snapped, verifier)
-    return VerifierRewards(verifier, source, float((penalty < 0).double().mean()))
+        return compose_verifier_rewards(score, source="score")
+    return compose_verifier_rewards(score, penalty=penalty, in_score=True, source=source)
 
 
 def check_row_layout(token_level_rewards: Tensor, response_mask: Tensor) -> None:
@@ -312,7 +262,7 @@ def compute_dipo_outcome_advantage(
     if non_tensor_batch is None:
         non_tensor_batch = current_non_tensor_batch()
     state = get_estimator_state(config)
-    options, cfg = state.options, state.core.config
+    options = state.options
     check_row_layout(token_level_rewards, response_mask)
     layout = group_rows_by_uid(index, response_mask)
     token_logps = select_log_probs(options, batch, old_log_probs, rollout_log_probs)
@@ -324,25 +274,29 @@ def compute_dipo_outcome_advantage(
     verifier = verifier_rewards(options, token_level_rewards, response_mask, batch, non_tensor_batch)
     order = layout.order.to(response_mask.device)
     cpu_order = layout.order.cpu()
-    rewards = verifier.rewards[cpu_order].to(response_mask.device)
+    if not bool(verifier.valid[cpu_order].all()):  # verl has no "skipped" rows: a NaN score is an error
+        raise ValueError(f"dipo estimator (verl): the verifier reward ({verifier.source}) is NaN for some rows.")
+    laid_out = verifier.take(cpu_order, response_mask.device)
     log_ppl = sequence_log_ppl(token_logps.double()[order], response_mask[order])
     # Spec §7 realloc_normalizer="separate": N_all / N_realloc in the unit the actor's loss divides by — tokens for
     # token-mean (verl's batch_num_tokens), responses for the seq-mean-* modes (verl's global_batch_size).
     loss_counts = response_mask[order].sum(dim=-1).double()
     if not options.count_tokens:
         loss_counts = torch.ones_like(loss_counts)
+    inputs = StepInputs(laid_out, log_ppl, layout.group_size, loss_counts, layout.num_inactive_rows)
     try:
-        out = state.core.step(rewards, log_ppl, layout.group_size, token_counts=loss_counts)
+        result = run_step(state.core, inputs)
     except ValueError as err:
         raise ValueError(f"dipo estimator (verl): {err} Set DiPO options as +algorithm.dipo.<name>=<value>.") from err
     # Base advantage: verl's GRPO of the rewards it trains on (overlong penalty included); it is out.base_advantages
     # whenever the verifier reward is the score.
     scores = token_level_rewards.sum(dim=-1).double()[order]
-    base = group_advantages(scores, layout.group_size, scale_rewards=cfg.scale_rewards, std=cfg.std, eps=cfg.std_eps)
+    base = base_advantages(scores, layout.group_size, state.core.config)
     per_row = torch.zeros(response_mask.shape[0], dtype=torch.float64, device=response_mask.device)
-    per_row[order] = base + out.advantage_delta.to(base.device)
+    per_row[order] = base + result.delta.to(base.device)
     advantages = per_row.to(token_level_rewards.dtype).unsqueeze(-1) * response_mask
-    state.last_output, state.last_layout, state.last_verifier = out, layout, verifier
+    state.last_output, state.last_layout, state.last_verifier = result.output, layout, verifier
+    state.last_result = result
     state.steps += 1
     return advantages, advantages
 

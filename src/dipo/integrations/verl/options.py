@@ -32,10 +32,13 @@ from torch import Tensor
 from dipo.core import DiPOCoreConfig
 from dipo.core.config import CORE_OPTIONS
 from dipo.core.options import parse_bool
+from dipo.integrations._kit.logprobs import ppl_source_option
 
-#: ``log_probs`` choices: "auto" uses ``old_log_probs`` (π_old, recomputed by the actor before the update) and falls
-#: back to ``rollout_log_probs`` (the inference engine's sampler log-probs); the others require that key.
-LOG_PROB_SOURCES = ("auto", "old_log_probs", "rollout_log_probs")
+#: ``log_probs`` choices, named as TRL's ``dipo_ppl_source`` (``dipo.integrations._kit.logprobs``): "auto" uses "old"
+#: (``old_log_probs``: π_old, recomputed by the actor before the update) and falls back to "sampling"
+#: (``rollout_log_probs``: the inference engine's sampler log-probs); the others require that key. The earlier values
+#: "old_log_probs" / "rollout_log_probs" still work (with a one-time FutureWarning).
+LOG_PROB_SOURCES = ("auto", "old", "sampling")
 
 #: ``verifier_key`` values with a fixed meaning; any other value names a per-row field of ``data.non_tensor_batch``
 #: (e.g. ``acc``, which verl's ``dapo`` reward manager fills from the reward function's result in the legacy trainer).
@@ -322,11 +325,7 @@ def parse_dipo_options(algorithm_config: Any) -> DiPOVerlOptions:
             f"unknown DiPO option(s) {', '.join(map(verl_option_name, unknown))}; "
             f"valid options: {', '.join(allowed_option_names())}."
         )
-    log_probs = options.pop("log_probs", "auto")
-    if log_probs not in LOG_PROB_SOURCES:
-        raise ValueError(
-            f"unknown algorithm.dipo.log_probs={log_probs!r}; choose one of {', '.join(map(repr, LOG_PROB_SOURCES))}."
-        )
+    log_probs = ppl_source_option(options.pop("log_probs", "auto"), "algorithm.dipo.log_probs", LOG_PROB_SOURCES)
     verifier_key = options.pop("verifier_key", "auto")
     if not isinstance(verifier_key, str) or not verifier_key:
         raise ValueError(

@@ -19,15 +19,8 @@ from typing import Any
 from verl.trainer.ppo.v1 import PPOTrainerColocateAsync, PPOTrainerSeparateAsync, PPOTrainerSync
 from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY, register_trainer
 
-from dipo.integrations._state import (  # DIPO_STATE_NAME: the state file's name, shared with TRL
-    DIPO_STATE_NAME,  # noqa: F401  (re-exported)
-    check_resumed_config,
-    load_state_file,
-    restore_from_file,
-    save_state_file,
-    state_file_error,
-    state_path,
-)
+from dipo.integrations._kit import state as kit_state
+from dipo.integrations._kit.state import DIPO_STATE_NAME, state_path  # noqa: F401  (DIPO_STATE_NAME re-exported)
 from dipo.integrations.verl.dynamic_sampling import confirmed_reallocations, make_dipo_aware
 from dipo.integrations.verl.estimator import ESTIMATOR_NAME, EstimatorState, get_estimator_state
 from dipo.integrations.verl.options import config_get, filter_groups_enabled, parse_dipo_options
@@ -36,34 +29,24 @@ logger = logging.getLogger(__name__)
 
 
 def save_dipo_state(state: EstimatorState, checkpoint_folder: str, global_step: int | None = None) -> str:
-    """Spec §4: write the PPL queue (and the options it was built with) to ``<checkpoint_folder>/dipo_state.pt``
-    (atomically, see :func:`dipo.integrations._state.save_state_file`)."""
-    payload = {"dipo": state.core.state_dict(), "log_probs": state.options.log_probs, "global_step": global_step}
-    return save_state_file(payload, checkpoint_folder)
+    """Spec §4: write the PPL queue to ``<checkpoint_folder>/dipo_state.pt`` (the kit's format, written atomically:
+    :func:`dipo.integrations._kit.state.save_dipo_state`)."""
+    return kit_state.save_dipo_state(state.core, checkpoint_folder, state.options.log_probs, global_step)
 
 
 def load_dipo_state(state: EstimatorState, checkpoint_folder: str) -> bool:
-    """Spec §4: restore the PPL queue from ``<checkpoint_folder>/dipo_state.pt``; ``False`` (and a warning) if
-    the file is absent (a checkpoint written without a DiPO trainer mode). An unreadable file, or options that give the
-    queue's labels another meaning (``reward_mode``, ``correct_threshold``, ``queue_batches``), raise a ``ValueError``
-    that names the file and says how to proceed; other changed options warn."""
-    path = state_path(checkpoint_folder)
-    payload = load_state_file(checkpoint_folder)
-    if payload is None:
+    """Spec §4: restore the PPL queue from ``<checkpoint_folder>/dipo_state.pt`` (any format, see
+    :func:`dipo.integrations._kit.state.restore_dipo_state`); ``False`` (and a warning) if the file is absent (a
+    checkpoint written without a DiPO trainer mode). An unreadable file, or options that give the queue's labels
+    another meaning (``reward_mode``, ``correct_threshold``, ``queue_batches``), raise a ``ValueError`` that names the
+    file and says how to proceed; other changed options warn."""
+    if kit_state.restore_dipo_state(state.core, checkpoint_folder, lambda k: f"algorithm.dipo.{k}") is None:
         logger.warning(
             "dipo: %s not found; the DiPO PPL queue starts empty after this resume (spec §4). Checkpoints written "
             "by a non-DiPO trainer mode do not contain it.",
-            path,
+            state_path(checkpoint_folder),
         )
         return False
-    if "dipo" not in payload:
-        raise state_file_error(path, "is not a verl DiPO state (expected a dict with key 'dipo')")
-    saved_config = payload["dipo"].get("config") if isinstance(payload["dipo"], dict) else None
-    # A changed reward_mode / correct_threshold / queue_batches would mix label meanings in the queue: refused.
-    # Other changes keep the queue and warn (shared with the TRL trainer).
-    saved_config = saved_config if isinstance(saved_config, dict) else None
-    check_resumed_config(saved_config, state.core.config.to_dict(), path, option_name=lambda k: f"algorithm.dipo.{k}")
-    restore_from_file(path, state.core.load_state_dict, payload["dipo"])
     return True
 
 

@@ -1,0 +1,71 @@
+"""Spec §2, §6: the verifier reward R that DiPO groups on, composed the same way for every adapter.
+
+R decides correctness and hard / easy groups. It is the (weighted) sum of the verifier's reward columns with DAPO's
+soft overlong shaping left out: the shaping is a length penalty, not a verdict, so a group of right (or wrong)
+answers stays extreme when one of them runs into the overlong buffer. Frameworks deliver the shaping in one of two
+ways, and :func:`compose_verifier_rewards` handles both: as a separate reward column (TRL's
+``get_soft_overlong_punishment``; the adapter leaves the column out and passes it as ``penalty``) or folded into the
+score (verl's ``dapo`` reward manager; the adapter passes ``penalty`` with ``in_score=True`` and it is subtracted).
+The base advantage the framework trains on keeps the shaping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor
+
+#: Verifier rewards this close to an integer are snapped to it after a penalty is subtracted: frameworks add the
+#: penalty in float32, so ``score − penalty`` of a ±1 / 0-1 verifier reward is off by a few float32 ulps.
+SNAP_TOLERANCE = 1e-5
+
+
+@dataclass
+class VerifierRewards:
+    """Per-row verifier rewards R (0 on invalid rows), the valid rows (some verifier column scored the row), and the
+    share of rows whose DAPO overlong shaping was taken out (or left out)."""
+
+    rewards: Tensor
+    valid: Tensor
+    frac_penalised: float = 0.0
+    source: str = "columns"  # where R came from, for messages and tests (e.g. "score - overlong penalty")
+
+    def take(self, rows: Tensor, device: torch.device | str | None = None) -> VerifierRewards:
+        """These rewards at ``rows`` (e.g. a layout's order), on ``device``."""
+        return replace(self, rewards=self.rewards[rows].to(device), valid=self.valid[rows].to(device))
+
+
+def compose_verifier_rewards(
+    columns: Tensor,
+    weights: Tensor | None = None,
+    penalty: Tensor | None = None,
+    in_score: bool = False,
+    source: str = "columns",
+) -> VerifierRewards:
+    """R of every row from the verifier's reward columns.
+
+    Args:
+        columns: ``[N, K]`` (or ``[N]``) reward columns that judge correctness; NaN means the column skipped the row.
+        weights: ``[K]`` column weights (``None``: all 1).
+        penalty: ``[N]`` DAPO's soft overlong penalty (<= 0) of every row, or ``None`` if the run has none.
+        in_score: the penalty is included in ``columns`` (subtract it, snapping near-integers, see
+            :data:`SNAP_TOLERANCE`); ``False``: it is a separate column the adapter already left out.
+        source: where R came from (kept in the result).
+    """
+    if columns.dim() == 1:
+        columns = columns.unsqueeze(1)
+    if weights is None:
+        weights = torch.ones(columns.size(1), dtype=columns.dtype, device=columns.device)
+    valid = ~torch.isnan(columns).all(dim=1)
+    rewards = (columns * weights.to(columns.device).unsqueeze(0)).nansum(dim=1)
+    frac = 0.0
+    if penalty is not None:
+        penalty = penalty.to(device=rewards.device)
+        frac = float((penalty < 0).double().mean()) if penalty.numel() else 0.0
+        if in_score:
+            rewards = rewards.double() - penalty.double()
+            snapped = rewards.round()
+            rewards = torch.where((rewards - snapped).abs() <= SNAP_TOLERANCE, snapped, rewards)
+    rewards = torch.where(valid, rewards, torch.zeros_like(rewards))
+    return VerifierRewards(rewards, valid, frac, source)
