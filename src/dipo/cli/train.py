@@ -377,29 +377,29 @@ MODEL_FILES = (
 
 
 def check_output_dir(training_args: Any, task_args: TaskArguments, resume: str | None) -> None:
-    """Refuse an ``output_dir`` that holds checkpoints or a trained model, unless the run resumes one of its
-    checkpoints or ``overwrite_output_dir`` is set (then only warn about checkpoints that the new run will not
-    replace). Resuming a checkpoint of another folder into an ``output_dir`` that holds a run is refused too."""
+    """The output-folder guard (:func:`dipo.fileio.check_output_dir`) for a training run: an ``output_dir`` that
+    holds checkpoints or a trained model is refused unless the run resumes one of its checkpoints or
+    ``overwrite_output_dir`` is set (then it only warns about checkpoints that the new run will not replace);
+    resuming a checkpoint of another folder into an ``output_dir`` that holds a run is refused too. Creates the
+    folder and checks that it is writable."""
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+    from dipo.fileio import check_output_dir as guard
+
     out = Path(training_args.output_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output_dir {str(out)!r} is a file, not a folder; choose another --output_dir")
-    if not out.is_dir() or (resume is not None and Path(resume).resolve().parent == out.resolve()):
-        return  # a new folder, or the run being resumed
-    checkpoints = sorted(p.name for p in out.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.is_dir())
-    found = checkpoints + [name for name in MODEL_FILES if (out / name).is_file()]
-    if not found:
-        return
-    if task_args.overwrite_output_dir:
-        if checkpoints:
-            logger.warning("output_dir %s: overwriting an earlier run; its %s stay", out, ", ".join(checkpoints))
-        return
-    shown = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
-    raise ValueError(
-        f"output_dir {str(out)!r} already holds a training run ({shown}); resume it with --resume_from_checkpoint "
-        "true, choose another --output_dir, or pass --overwrite_output_dir to train over it"
+    resuming_here = resume is not None and out.is_dir() and Path(resume).resolve().parent == out.resolve()
+    found = guard(
+        out,
+        (f"{PREFIX_CHECKPOINT_DIR}-*", *MODEL_FILES),
+        what="a training run",
+        overwrite=task_args.overwrite_output_dir,
+        overwrite_flag="--overwrite_output_dir",
+        resume=resuming_here,
+        resume_hint="resume it with --resume_from_checkpoint true",
     )
+    checkpoints = [name for name in found if name.startswith(PREFIX_CHECKPOINT_DIR)]
+    if checkpoints and task_args.overwrite_output_dir and not resuming_here:
+        logger.warning("output_dir %s: overwriting an earlier run; its %s stay", out, ", ".join(checkpoints))
 
 
 @dataclass
@@ -421,7 +421,7 @@ class Setup:
 def prepare(config: str | None, argv: list[str]) -> Setup:
     """Parse and check the options, load the rows (held-out ones too) and build the trainer; every bad input raises
     one of ``dipo.cli.errors.INPUT_ERRORS`` before the model is loaded or a file is written."""
-    from dipo.cli.errors import check_model_source, check_writable_dir, model_load_error
+    from dipo.cli.errors import check_model_source, model_load_error
 
     started = time.perf_counter()
     if config and not os.path.isfile(config):
@@ -435,7 +435,6 @@ def prepare(config: str | None, argv: list[str]) -> Setup:
         raise ValueError("no model: set model_name_or_path (a folder, a Hub id or 'smollm2-135m-instruct')")
     check_model_source(model_args.model_name_or_path, "model_name_or_path")
     resume = resume_target(training_args)
-    check_output_dir(training_args, task_args, resume)
     rows = load_task_rows(task_args)
     if not rows:
         raise ValueError(f"dataset {task_args.dataset!r} gave no rows")
@@ -443,7 +442,7 @@ def prepare(config: str | None, argv: list[str]) -> Setup:
     if task_args.heldout_prompts and not heldout_rows:
         raise ValueError(f"heldout_split {task_args.heldout_split!r} of the task's dataset gave no held-out rows")
     reward_funcs, reward_weights = build_rewards(task_args, training_args)
-    check_writable_dir(Path(training_args.output_dir), "output_dir")
+    check_output_dir(training_args, task_args, resume)
     if training_args.reward_weights is None:
         training_args.reward_weights = reward_weights
     if task_args.threads is not None:
