@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -42,25 +41,6 @@ def test_recipes_parse(recipe: str, tmp_path, monkeypatch) -> None:
     assert model.model_name_or_path and task.task in ("math", "toolcall", "nl_arithmetic", "arithmetic")
     assert training.preset in ("grpo", "dapo", "dipo")
     build_rewards(task, training)  # the reward and DiPO's reward mode agree
-
-
-@pytest.mark.parametrize("recipe", sorted(p.name for p in (RECIPES / "scripts").glob("*.yaml")))
-def test_script_recipes_parse(recipe: str, tmp_path, monkeypatch) -> None:
-    """Recipes under recipes/scripts/ belong to scripts/real_rl_arith.py (its own keys); its parser must take them."""
-    from trl import ModelConfig, TrlParser
-
-    from dipo import DiPOConfig
-
-    monkeypatch.chdir(tmp_path)
-    path = RECIPES / "scripts" / recipe
-    assert "IS run here" in path.read_text() or "NOT RUN HERE" in path.read_text()
-    spec = importlib.util.spec_from_file_location("real_rl_arith", RECIPES.parent / "scripts" / "real_rl_arith.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "real_rl_arith", module)  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    parser = TrlParser((module.RLTaskArguments, DiPOConfig, ModelConfig), prog="real_rl_arith.py")
-    task, training, model = parser.parse_args_and_config(args=["--config", str(path), "--bf16", "false"])
-    assert model.model_name_or_path and task.task == "nl_arithmetic" and training.preset in ("grpo", "dapo", "dipo")
 
 
 def test_graded_reward_needs_graded_mode(tmp_path) -> None:

@@ -3,19 +3,26 @@ that names the file and the line, never a ``UnicodeDecodeError`` without a file 
 
 - Text must be UTF-8: a byte that is not is reported with its line and column.
 - A value nested deeper than Python's parsers can follow (``[[[[...]]]]`` 100,000 deep) is reported as such.
+
+And the one output-folder guard of every command (:func:`check_output_dir`, with :func:`check_writable_dir`).
 """
 
 from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "FileFormatError",
+    "check_output_dir",
+    "check_writable_dir",
     "decode_utf8",
+    "describe_error",
     "iter_json_lines",
     "load_yaml",
     "parse_json",
@@ -90,3 +97,69 @@ def load_yaml(path: str | Path) -> Any:
         raise FileFormatError(str(path), None, f"not valid YAML ({' '.join(str(err).split())})") from None
     except RecursionError:
         raise FileFormatError(str(path), None, TOO_DEEP) from None
+
+
+def describe_error(err: BaseException) -> str:
+    """One line for ``err``: an ``OSError`` as "<what>: <path>" (e.g. "no such file or directory: 'x.yaml'"),
+    a YAML error with its file position, anything else as its message."""
+    if isinstance(err, OSError) and err.strerror:
+        paths = [p for p in (err.filename, err.filename2) if p is not None]
+        where = " -> ".join(repr(os.fsdecode(p)) for p in paths)
+        return f"{err.strerror.lower()}: {where}" if where else err.strerror.lower()
+    text = " ".join(str(err).split())  # multi-line messages (YAML errors) on one line
+    return text or type(err).__name__
+
+
+def check_writable_dir(path: Path, option: str) -> None:
+    """Create folder ``path`` (and its parents) if needed and check that a file can be written in it; raises
+    ``ValueError`` naming ``option`` and the path otherwise."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {str(path)!r} is a file, not a folder; choose another {option}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise ValueError(
+            f"{option} {str(path)!r} is not writable ({describe_error(err)}); choose another {option}"
+        ) from err
+
+
+def check_output_dir(
+    out: str | Path,
+    earlier: Sequence[str],
+    *,
+    what: str,
+    option: str = "--output_dir",
+    overwrite: bool = False,
+    overwrite_flag: str = "--overwrite",
+    resume: bool = False,
+    resume_flag: str | None = None,
+    resume_hint: str | None = None,
+) -> list[str]:
+    """The output-folder guard of every command (``dipo train`` / ``eval`` / ``probe`` / ``demo``), called before a
+    model is loaded or a result is written. Returns what an earlier run left in ``out`` (for the caller to replace,
+    keep or warn about) after checking, with ``ValueError`` naming ``option`` and the fix:
+
+    - ``overwrite`` and ``resume`` exclude each other when the command has a ``resume_flag`` (one that continues an
+      earlier run in ``out``);
+    - ``out`` must be a folder, not a file;
+    - if ``out`` holds what an earlier run writes (``earlier``: file / folder names or glob patterns, listed in this
+      order) it is refused unless ``overwrite`` (start again) or ``resume`` (continue it; ``resume_hint`` says how);
+    - ``out`` is created if needed and must be writable (:func:`check_writable_dir`).
+    """
+    out = Path(out).expanduser()
+    if resume_flag and overwrite and resume:
+        raise ValueError(f"choose either {overwrite_flag} (start again) or {resume_flag} (continue), not both")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{option} {str(out)!r} is a file, not a folder; choose another {option}")
+    found = [str(p.relative_to(out)) for pattern in earlier for p in sorted(out.glob(pattern))] if out.is_dir() else []
+    if found and not (overwrite or resume):
+        shown = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
+        hint = f"{resume_hint}, " if resume_hint else ""
+        raise ValueError(
+            f"{option} {str(out)!r} already holds {what} ({shown}); {hint}choose another {option}, or pass "
+            f"{overwrite_flag} to replace it"
+        )
+    check_writable_dir(out, option)
+    return found

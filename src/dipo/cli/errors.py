@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+# The output-folder guard and the one-line error text live in dipo.fileio (the demo and the probe use them too).
+from dipo.fileio import check_output_dir, check_writable_dir, describe_error  # noqa: F401
 
 #: Exceptions that mean "bad input or environment" (a missing/unreadable file, a read-only folder, a YAML syntax
 #: error, an invalid value, a missing asset package) rather than a bug: reported as one line. ``yaml.YAMLError`` is
@@ -23,17 +25,6 @@ try:  # PyYAML comes with transformers / TRL; the commands that read YAML need i
     INPUT_ERRORS = (*INPUT_ERRORS, yaml.YAMLError)
 except ModuleNotFoundError:  # pragma: no cover
     pass
-
-
-def describe_error(err: BaseException) -> str:
-    """One line for ``err``: an ``OSError`` as "<what>: <path>" (e.g. "no such file or directory: 'x.yaml'"),
-    a YAML error with its file position, anything else as its message."""
-    if isinstance(err, OSError) and err.strerror:
-        paths = [p for p in (err.filename, err.filename2) if p is not None]
-        where = " -> ".join(repr(os.fsdecode(p)) for p in paths)
-        return f"{err.strerror.lower()}: {where}" if where else err.strerror.lower()
-    text = " ".join(str(err).split())  # multi-line messages (YAML errors) on one line
-    return text or type(err).__name__
 
 
 @dataclass(frozen=True)
@@ -167,21 +158,6 @@ def check_model_source(value: str, option: str = "--model") -> None:
             f"{option}: model folder {value!r} does not exist (resolved to {path.resolve()}); check the path, or give "
             "a Hub id (owner/name) or 'smollm2-135m-instruct'"
         )
-
-
-def check_writable_dir(path: Path, option: str) -> None:
-    """Create folder ``path`` (and its parents) if needed and check that a file can be written in it; raises
-    ``ValueError`` naming ``option`` and the path otherwise."""
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{option} {str(path)!r} is a file, not a folder; choose another {option}")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as err:
-        raise ValueError(
-            f"{option} {str(path)!r} is not writable ({describe_error(err)}); choose another {option}"
-        ) from err
 
 
 def model_load_error(value: str, option: str, err: OSError) -> OSError:

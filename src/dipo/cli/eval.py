@@ -132,17 +132,12 @@ RESULT_FILES = ("results.json", "results.md", "samples.jsonl")
 
 
 def _check_output_dir(args: argparse.Namespace) -> Path:
-    """``--output_dir`` as a writable folder that holds no results (or ``--overwrite`` was given)."""
-    from dipo.cli.errors import check_writable_dir
+    """``--output_dir`` as a writable folder that holds no results, or ``--overwrite`` was given
+    (:func:`dipo.fileio.check_output_dir`)."""
+    from dipo.cli.errors import check_output_dir
 
     out_dir = Path(args.output_dir).expanduser()
-    found = [name for name in RESULT_FILES if (out_dir / name).exists()]
-    if found and not args.overwrite:
-        raise ValueError(
-            f"--output_dir {str(out_dir)!r} already holds results ({', '.join(found)}); choose another --output_dir "
-            "or pass --overwrite to replace them"
-        )
-    check_writable_dir(out_dir, "--output_dir")
+    check_output_dir(out_dir, RESULT_FILES, what="results", overwrite=args.overwrite)
     return out_dir
 
 

@@ -125,7 +125,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Every option, the model folder and ``--output_dir`` are checked before the model is loaded and before a file
     is written; bad input is one line on stderr, exit code 2."""
-    from dipo.cli.errors import INPUT_ERRORS, check_model_source, check_writable_dir, describe_error
+    from dipo.cli.errors import INPUT_ERRORS, check_model_source, describe_error
     from dipo.probe import AnalysisConfig, merge_probes, run_probe
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -142,7 +142,6 @@ def run(args: argparse.Namespace) -> int:
             if not args.model:
                 raise ValueError("--model is required (a folder, a Hub id or 'smollm2-135m-instruct')")
             check_model_source(args.model)
-            check_writable_dir(Path(args.output_dir).expanduser(), "--output_dir")
             if args.threads:
                 import torch
 

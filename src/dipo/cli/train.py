@@ -10,6 +10,12 @@ command line (``--learning_rate 1e-6``) and/or in a YAML file (``--config recipe
         --max_steps 1 --per_device_train_batch_size 2 --num_generations 2 --max_completion_length 32 \\
         --output_dir runs/smoke
     dipo train --config recipes/smoke_smollm2_math.yaml --resume_from_checkpoint true   # newest complete checkpoint
+    dipo train --config recipes/real_rl_smollm2_nl_arith.yaml --preset dapo --output_dir runs/real_rl_dapo
+    dipo train --summarize runs/real_rl_dapo runs/real_rl_dipo      # markdown tables of finished runs
+
+Every run writes ``<output_dir>/train_summary.json`` (settings, wall times, TRL's ``log_history`` with the per-step
+rewards and ``dipo/*`` diagnostics); with ``--heldout_prompts N`` it also measures held-out mean@k and pass@k before
+and after training (:mod:`dipo.cli.train_report`).
 
 An ``output_dir`` that already holds checkpoints or a trained model is refused unless the run resumes
 (``--resume_from_checkpoint``) or ``--overwrite_output_dir`` is given. Bad input (missing files, invalid values, an
@@ -22,6 +28,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,6 +93,28 @@ class TaskArguments:
             "needs dipo_reward_mode=graded."
         },
     )
+    heldout_prompts: int = field(
+        default=0,
+        metadata={
+            "help": "Held-out prompts for mean@k / pass@k before and after training, sampled like training "
+            "(temperature, top_p, max_completion_length; 0 = no held-out evaluation). The results go to "
+            "<output_dir>/train_summary.json."
+        },
+    )
+    heldout_dataset: str | None = field(
+        default=None, metadata={"help": "Dataset of the held-out prompts (default: --dataset; e.g. math500)."}
+    )
+    heldout_split: str = field(
+        default="heldout",
+        metadata={"help": "Split of the held-out prompts ('heldout': the held-out side of a generated task)."},
+    )
+    heldout_k: int = field(default=8, metadata={"help": "Samples per held-out prompt (the k of mean@k, pass@k)."})
+    heldout_batch_size: int = field(default=8, metadata={"help": "Held-out prompts per generate call."})
+    heldout_before: bool = field(
+        default=True,
+        metadata={"help": "Measure held-out accuracy before training too (--no_heldout_before: only after)."},
+    )
+    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's choice)."})
     overwrite_output_dir: bool = field(
         default=False,
         metadata={
@@ -103,6 +132,11 @@ class TaskArguments:
             raise ValueError(f"max_skip_fraction must be in [0, 1], got {self.max_skip_fraction}")
         if self.format_reward_weight < 0:
             raise ValueError(f"format_reward_weight must be >= 0 (0 = off), got {self.format_reward_weight}")
+        if self.heldout_prompts < 0:
+            raise ValueError(f"heldout_prompts must be >= 0 (0 = no held-out evaluation), got {self.heldout_prompts}")
+        for name in ("heldout_k", "heldout_batch_size") + (("threads",) if self.threads is not None else ()):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -227,8 +261,10 @@ def check_numeric_options(training_args: Any) -> None:
             )
 
 
-def load_task_rows(task_args: TaskArguments) -> list[Any]:
-    """Rows of the configured dataset (built-in or user-provided), loaded through the task registry."""
+def load_task_rows(task_args: TaskArguments, heldout: bool = False) -> list[Any]:
+    """Rows of the configured dataset (built-in or user-provided), loaded through the task registry; ``heldout``:
+    the held-out rows instead (``heldout_dataset`` / ``heldout_split`` / ``heldout_prompts``, seed 1; the training
+    rows use seed 0)."""
     from dipo.tasks.data import FieldMap
     from dipo.tasks.registry import DataOptions
 
@@ -240,8 +276,16 @@ def load_task_rows(task_args: TaskArguments) -> list[Any]:
         max_skip_fraction=task_args.max_skip_fraction,
         instruction=task_args.instruction,
     )
+    if heldout:
+        from dipo.cli.train_report import HELDOUT_ROWS_SEED
+
+        dataset = task_args.heldout_dataset or task_args.dataset
+        return _task(task_args).load(
+            dataset=dataset, split=task_args.heldout_split, limit=task_args.heldout_prompts, seed=HELDOUT_ROWS_SEED,
+            data=data,
+        )  # fmt: skip
     return _task(task_args).load(
-        dataset=task_args.dataset, split=task_args.dataset_split, limit=task_args.dataset_limit, data=data
+        dataset=task_args.dataset, split=task_args.dataset_split, limit=task_args.dataset_limit, seed=0, data=data
     )
 
 
@@ -333,29 +377,83 @@ MODEL_FILES = (
 
 
 def check_output_dir(training_args: Any, task_args: TaskArguments, resume: str | None) -> None:
-    """Refuse an ``output_dir`` that holds checkpoints or a trained model, unless the run resumes one of its
-    checkpoints or ``overwrite_output_dir`` is set (then only warn about checkpoints that the new run will not
-    replace). Resuming a checkpoint of another folder into an ``output_dir`` that holds a run is refused too."""
+    """The output-folder guard (:func:`dipo.fileio.check_output_dir`) for a training run: an ``output_dir`` that
+    holds checkpoints or a trained model is refused unless the run resumes one of its checkpoints or
+    ``overwrite_output_dir`` is set (then it only warns about checkpoints that the new run will not replace);
+    resuming a checkpoint of another folder into an ``output_dir`` that holds a run is refused too. Creates the
+    folder and checks that it is writable."""
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+    from dipo.fileio import check_output_dir as guard
+
     out = Path(training_args.output_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output_dir {str(out)!r} is a file, not a folder; choose another --output_dir")
-    if not out.is_dir() or (resume is not None and Path(resume).resolve().parent == out.resolve()):
-        return  # a new folder, or the run being resumed
-    checkpoints = sorted(p.name for p in out.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.is_dir())
-    found = checkpoints + [name for name in MODEL_FILES if (out / name).is_file()]
-    if not found:
-        return
-    if task_args.overwrite_output_dir:
-        if checkpoints:
-            logger.warning("output_dir %s: overwriting an earlier run; its %s stay", out, ", ".join(checkpoints))
-        return
-    shown = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
-    raise ValueError(
-        f"output_dir {str(out)!r} already holds a training run ({shown}); resume it with --resume_from_checkpoint "
-        "true, choose another --output_dir, or pass --overwrite_output_dir to train over it"
+    resuming_here = resume is not None and out.is_dir() and Path(resume).resolve().parent == out.resolve()
+    found = guard(
+        out,
+        (f"{PREFIX_CHECKPOINT_DIR}-*", *MODEL_FILES),
+        what="a training run",
+        overwrite=task_args.overwrite_output_dir,
+        overwrite_flag="--overwrite_output_dir",
+        resume=resuming_here,
+        resume_hint="resume it with --resume_from_checkpoint true",
     )
+    checkpoints = [name for name in found if name.startswith(PREFIX_CHECKPOINT_DIR)]
+    if checkpoints and task_args.overwrite_output_dir and not resuming_here:
+        logger.warning("output_dir %s: overwriting an earlier run; its %s stay", out, ", ".join(checkpoints))
+
+
+@dataclass
+class Setup:
+    """Everything a checked ``dipo train`` run needs: the parsed options, the checkpoint it resumes (or None), the
+    training and held-out rows, the built trainer and the time the setup began."""
+
+    task_args: TaskArguments
+    training_args: Any
+    model_args: Any
+    resume: str | None
+    rows: list[Any]
+    heldout_rows: list[Any]
+    reward: Any  # the task's reward function (held-out scoring); a format reward, if any, is not part of it
+    trainer: Any
+    started: float
+
+
+def prepare(config: str | None, argv: list[str]) -> Setup:
+    """Parse and check the options, load the rows (held-out ones too) and build the trainer; every bad input raises
+    one of ``dipo.cli.errors.INPUT_ERRORS`` before the model is loaded or a file is written."""
+    from dipo.cli.errors import check_model_source, model_load_error
+
+    started = time.perf_counter()
+    if config and not os.path.isfile(config):
+        what = "is a folder" if os.path.isdir(config) else "does not exist"
+        raise FileNotFoundError(f"config file {config!r} {what}; give a YAML file of options")
+    if config:
+        read_config(config)  # checked before TRL reads it: errors name the file and line
+    task_args, training_args, model_args = parse(argv)
+    check_numeric_options(training_args)
+    if not model_args.model_name_or_path:
+        raise ValueError("no model: set model_name_or_path (a folder, a Hub id or 'smollm2-135m-instruct')")
+    check_model_source(model_args.model_name_or_path, "model_name_or_path")
+    resume = resume_target(training_args)
+    rows = load_task_rows(task_args)
+    if not rows:
+        raise ValueError(f"dataset {task_args.dataset!r} gave no rows")
+    heldout_rows = load_task_rows(task_args, heldout=True) if task_args.heldout_prompts else []
+    if task_args.heldout_prompts and not heldout_rows:
+        raise ValueError(f"heldout_split {task_args.heldout_split!r} of the task's dataset gave no held-out rows")
+    reward_funcs, reward_weights = build_rewards(task_args, training_args)
+    check_output_dir(training_args, task_args, resume)
+    if training_args.reward_weights is None:
+        training_args.reward_weights = reward_weights
+    if task_args.threads is not None:
+        import torch
+
+        torch.set_num_threads(task_args.threads)
+    try:
+        trainer = build_trainer(task_args, training_args, model_args, rows, reward_funcs)
+    except OSError as err:
+        raise model_load_error(model_args.model_name_or_path, "model_name_or_path", err) from err
+    return Setup(task_args, training_args, model_args, resume, rows, heldout_rows, reward_funcs[0], trainer, started)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -365,57 +463,83 @@ def run(args: argparse.Namespace) -> int:
     if "--help-all" in argv:
         build_parser().print_help()
         return 0
+    if argv[:1] == ["--summarize"]:
+        return summarize_runs(argv[1:])
     if args.config:
         argv = ["--config", args.config, *argv]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        if args.config and not os.path.isfile(args.config):
-            what = "is a folder" if os.path.isdir(args.config) else "does not exist"
-            raise FileNotFoundError(f"config file {args.config!r} {what}; give a YAML file of options")
-        if args.config:
-            read_config(args.config)  # checked before TRL reads it: errors name the file and line
-        task_args, training_args, model_args = parse(argv)
-        check_numeric_options(training_args)
-        if not model_args.model_name_or_path:
-            raise ValueError("no model: set model_name_or_path (a folder, a Hub id or 'smollm2-135m-instruct')")
-        from dipo.cli.errors import check_model_source, check_writable_dir, model_load_error
-
-        check_model_source(model_args.model_name_or_path, "model_name_or_path")
-        resume = resume_target(training_args)
-        check_output_dir(training_args, task_args, resume)
-        rows = load_task_rows(task_args)
-        if not rows:
-            raise ValueError(f"dataset {task_args.dataset!r} gave no rows")
-        reward_funcs, reward_weights = build_rewards(task_args, training_args)
-        check_writable_dir(Path(training_args.output_dir), "output_dir")
-        if training_args.reward_weights is None:
-            training_args.reward_weights = reward_weights
-        try:
-            trainer = build_trainer(task_args, training_args, model_args, rows, reward_funcs)
-        except OSError as err:
-            raise model_load_error(model_args.model_name_or_path, "model_name_or_path", err) from err
+        setup = prepare(args.config, argv)
     except INPUT_ERRORS as err:
         logger.debug("dipo train: setup failed", exc_info=True)
         print(f"dipo train: {describe_error(err)}", file=sys.stderr)
         return 2
-    logger.info(
-        "training %s on %d rows of %s (task %s, preset %s)%s",
-        model_args.model_name_or_path,
-        len(rows),
-        task_args.dataset,
-        task_args.task,
-        training_args.preset,
-        f", resuming from {resume}" if resume else "",
-    )
     try:
-        trainer.train(resume_from_checkpoint=resume)
-        trainer.save_model(training_args.output_dir)
-        trainer.save_state()  # trainer_state.json with the logged rewards and dipo/* diagnostics
+        train_and_report(setup)
     except OSError as err:  # a full disk or a folder made read-only during the run; bugs keep their traceback
         logger.debug("dipo train: I/O error", exc_info=True)
         print(f"dipo train: {describe_error(err)}", file=sys.stderr)
         return 1
-    logger.info("saved to %s", training_args.output_dir)
+    logger.info("saved to %s", setup.training_args.output_dir)
+    return 0
+
+
+def train_and_report(setup: Setup) -> None:
+    """Measure held-out accuracy before (if asked), train, save the model and trainer state, measure held-out
+    accuracy after, and write ``<output_dir>/train_summary.json`` (:mod:`dipo.cli.train_report`)."""
+    import torch
+
+    from dipo.cli.train_report import heldout_accuracy, run_summary, write_summary
+
+    task_args, training_args, trainer = setup.task_args, setup.training_args, setup.trainer
+    logger.info(
+        "training %s on %d rows of %s (task %s, preset %s)%s",
+        setup.model_args.model_name_or_path,
+        len(setup.rows),
+        task_args.dataset,
+        task_args.task,
+        training_args.preset,
+        f", resuming from {setup.resume}" if setup.resume else "",
+    )
+    summary = run_summary(task_args, training_args, setup.model_args, torch.get_num_threads())
+
+    def heldout(when: str) -> None:
+        metrics = heldout_accuracy(
+            trainer.model, trainer.processing_class, setup.heldout_rows, setup.reward, training_args,
+            task_args.heldout_k, task_args.heldout_batch_size,
+        )  # fmt: skip
+        summary[f"heldout_{when}"] = metrics
+        logger.info("held-out %s: mean@%d = %.2f", when, task_args.heldout_k, metrics[f"mean@{task_args.heldout_k}"])
+
+    if setup.heldout_rows and task_args.heldout_before:
+        heldout("before")
+    train_start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=setup.resume)
+    summary["train_seconds"] = time.perf_counter() - train_start
+    trainer.save_model(training_args.output_dir)
+    trainer.save_state()  # trainer_state.json with the logged rewards and dipo/* diagnostics
+    if setup.heldout_rows:
+        heldout("after")
+    summary["log_history"] = trainer.state.log_history
+    summary["total_seconds"] = time.perf_counter() - setup.started
+    logger.info("wrote %s", write_summary(training_args.output_dir, summary))
+
+
+def summarize_runs(run_dirs: list[str]) -> int:
+    """``dipo train --summarize DIR...``: print the markdown tables of finished runs (exit 2 naming a folder without
+    a summary)."""
+    from dipo.cli.errors import INPUT_ERRORS, describe_error
+    from dipo.cli.train_report import summarize
+
+    if not run_dirs or any(d.startswith("--") for d in run_dirs):
+        print("dipo train: --summarize takes output folders of finished runs only: --summarize DIR [DIR ...]",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        print(summarize(run_dirs), end="")
+    except INPUT_ERRORS as err:
+        print(f"dipo train: {describe_error(err)}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -13,21 +13,22 @@ from typing import Any
 
 from dipo.demo.methods import Method, resolve_methods
 from dipo.demo.runner import RECORD_NAME, DemoConfig, _worker, save_json
+from dipo.fileio import check_output_dir as guard_output_dir
 
 
 def check_output_dir(out: Path, overwrite: bool = False, resume: bool = False) -> None:
-    """Refuse to write into a folder that holds an earlier demo's results, unless ``overwrite`` or ``resume``."""
-    if overwrite and resume:
-        raise ValueError("--overwrite and --resume exclude each other: replace the earlier results, or keep them")
-    if overwrite or resume:
-        return
-    earlier = [out / "results.json", *sorted(out.glob(f"runs/*/{RECORD_NAME}"))] if out.is_dir() else []
-    earlier = [p for p in earlier if p.exists()]
-    if earlier:
-        raise ValueError(
-            f"{out} already holds demo results ({earlier[0]}{' and more' if len(earlier) > 1 else ''}); pass "
-            "--overwrite to replace them, --resume to keep its finished runs, or choose another --out"
-        )
+    """Refuse to write into a folder that holds an earlier demo's results, unless ``overwrite`` or ``resume`` (not
+    both); ``out`` must be a writable folder (:func:`dipo.fileio.check_output_dir`)."""
+    guard_output_dir(
+        out,
+        ("results.json", f"runs/*/{RECORD_NAME}"),
+        what="demo results",
+        option="--out",
+        overwrite=overwrite,
+        resume=resume,
+        resume_flag="--resume",
+        resume_hint="pass --resume to keep its finished runs",
+    )
 
 
 def finished_runs(cfg: DemoConfig, out: Path) -> dict[tuple[str, int], dict[str, Any]]:

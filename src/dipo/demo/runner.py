@@ -102,33 +102,9 @@ def _metric_rows(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
     return rows
 
 
-def run_one(
-    cfg: DemoConfig,
-    method: Method,
-    seed: int,
-    warm_path: str,
-    out_dir: str,
-    progress: Callable[[int], None] | None = None,
-) -> dict[str, Any]:
-    """One RL run of ``method`` with ``seed`` from the warm start; returns a JSON-able record."""
-    import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
-
-    from dipo import DiPOConfig, DiPOTrainer
-    from dipo.demo.evaluate import evaluate
-    from dipo.tasks.arithmetic import arithmetic_reward, to_records
-
-    start = time.perf_counter()
-    torch.manual_seed(seed)
-    tokenizer = AutoTokenizer.from_pretrained(warm_path)
-    model = AutoModelForCausalLM.from_pretrained(warm_path)
-    n_prompts = cfg.steps * cfg.prompts_per_step
-    train = Dataset.from_list(to_records(cfg.task.sample(n_prompts, seed=10_000 + seed, split="train")))
-    heldout_small = cfg.task.heldout_set(cfg.eval_per_level, seed=1)
-    heldout_final = cfg.task.heldout_set(cfg.final_eval_per_level, seed=2)
-
-    run_dir = Path(out_dir) / "runs" / f"{method.name}-s{seed}"
+def _trainer_settings(cfg: DemoConfig, method: Method, seed: int, run_dir: Path) -> dict[str, Any]:
+    """The ``DiPOConfig`` keyword arguments of one run: the demo's schedule, then ``cfg.trainer_overrides``, then the
+    method's overrides (diagnostics on unless the method says otherwise)."""
     overrides = dict(method.overrides)
     # Diagnostics for every method (PSD runs in observe-only mode for GRPO/DAPO and the CDE-style baseline, whose bonus
     # the trainer applies to the advantages, leaving the verifier reward binary).
@@ -159,90 +135,159 @@ def run_one(
     )
     settings.update(cfg.trainer_overrides)
     settings.update(overrides)
-    args = DiPOConfig(**settings)
-    recorder = BatchRecorder(arithmetic_reward, tokenizer) if cfg.instruments else None
-    reward_funcs: list[Any] = [recorder or arithmetic_reward]
-    teacher = cfg.sft.teacher
-    traps_small = [teacher is not None and teacher.is_trap(it) for it in heldout_small]
-    traps_final = [teacher is not None and teacher.is_trap(it) for it in heldout_final]
-    instruments: dict[int, dict[str, float]] = {}
+    return settings
 
-    evals: list[dict[str, float]] = []
-    ppl_early: list[tuple[float, float]] = []
-    ppl_late: list[tuple[float, float]] = []
 
-    def eval_row(step: int) -> None:
+@dataclass
+class _RunLog:
+    """What one run records while it trains: held-out evaluations every ``cfg.eval_every`` steps, the (log-PPL,
+    reward) pairs of the first and last ``cfg.ppl_window`` steps, and the instrument rows per step."""
+
+    cfg: DemoConfig
+    model: Any
+    tokenizer: Any
+    heldout: list[Any]
+    traps: list[bool]
+    recorder: BatchRecorder | None = None
+    progress: Callable[[int], None] | None = None
+    trainer: Any = None
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    ppl_early: list[tuple[float, float]] = field(default_factory=list)
+    ppl_late: list[tuple[float, float]] = field(default_factory=list)
+    instruments: dict[int, dict[str, float]] = field(default_factory=dict)
+
+    def eval_row(self, step: int) -> None:
+        """Evaluate on the small held-out set (seeded by ``step``) and keep the row."""
+        from dipo.demo.evaluate import evaluate
+
+        cfg = self.cfg
         res = evaluate(
-            model, tokenizer, heldout_small, cfg.k, cfg.max_completion_length, temperature=cfg.temperature, seed=step
-        )
+            self.model, self.tokenizer, self.heldout, cfg.k, cfg.max_completion_length, temperature=cfg.temperature,
+            seed=step,
+        )  # fmt: skip
         row: dict[str, Any] = {"step": float(step), "heldout_greedy": res.greedy, "heldout_mean_at_k": res.mean_at_k}
         row.update({f"heldout_mean_at_k/L{lv}": v for lv, v in res.mean_at_k_by_level.items()})
         row.update({f"heldout_pass_at_k/L{lv}": v for lv, v in res.pass_at_k_by_level.items()})
         row["heldout_pass_at_k"] = res.pass_at_k
         row["heldout_filler_rate"] = res.filler_rate
-        row["heldout_mean_at_k/trap"] = _subset_mean(res.item_hits, traps_small, cfg.k)
+        row["heldout_mean_at_k/trap"] = _subset_mean(res.item_hits, self.traps, cfg.k)
         row["item_hits"] = res.item_hits
-        evals.append(row)
+        self.evals.append(row)
 
-    class DemoCallback(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            step = state.global_step
-            record = getattr(trainer, "last_dipo_batch", None)
-            if record is not None:
-                pairs = list(zip(record.log_ppl.tolist(), record.rewards.tolist(), strict=True))
-                if step <= cfg.ppl_window:
-                    ppl_early.extend(pairs)
-                if step > cfg.steps - cfg.ppl_window:
-                    ppl_late.extend(pairs)
-            if recorder is not None and record is not None and record.output is not None:
-                instruments[step] = _instrument_row(recorder, record.output, cfg.num_generations)
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                eval_row(step)
-            if progress is not None:
-                progress(step)
+    def on_step_end(self, step: int) -> None:
+        """After optimizer step ``step``: keep its PPL pairs and instrument row, evaluate when due, report progress."""
+        cfg = self.cfg
+        record = getattr(self.trainer, "last_dipo_batch", None)
+        if record is not None:
+            pairs = list(zip(record.log_ppl.tolist(), record.rewards.tolist(), strict=True))
+            if step <= cfg.ppl_window:
+                self.ppl_early.extend(pairs)
+            if step > cfg.steps - cfg.ppl_window:
+                self.ppl_late.extend(pairs)
+        if self.recorder is not None and record is not None and record.output is not None:
+            self.instruments[step] = _instrument_row(self.recorder, record.output, cfg.num_generations)
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            self.eval_row(step)
+        if self.progress is not None:
+            self.progress(step)
 
+    def callback(self) -> Any:
+        """A ``TrainerCallback`` that calls :meth:`on_step_end`."""
+        from transformers import TrainerCallback  # heavy: imported when a run starts
+
+        log = self
+
+        class DemoCallback(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                log.on_step_end(state.global_step)
+
+        return DemoCallback()
+
+
+def run_one(
+    cfg: DemoConfig,
+    method: Method,
+    seed: int,
+    warm_path: str,
+    out_dir: str,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """One RL run of ``method`` with ``seed`` from the warm start; returns a JSON-able record."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
+
+    from dipo import DiPOConfig, DiPOTrainer
+    from dipo.tasks.arithmetic import arithmetic_reward, to_records
+
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(warm_path)
+    model = AutoModelForCausalLM.from_pretrained(warm_path)
+    n_prompts = cfg.steps * cfg.prompts_per_step
+    train = Dataset.from_list(to_records(cfg.task.sample(n_prompts, seed=10_000 + seed, split="train")))
+    heldout_small = cfg.task.heldout_set(cfg.eval_per_level, seed=1)
+    heldout_final = cfg.task.heldout_set(cfg.final_eval_per_level, seed=2)
+    run_dir = Path(out_dir) / "runs" / f"{method.name}-s{seed}"
+    args = DiPOConfig(**_trainer_settings(cfg, method, seed, run_dir))
+    recorder = BatchRecorder(arithmetic_reward, tokenizer) if cfg.instruments else None
+    log = _RunLog(cfg, model, tokenizer, heldout_small, _traps(cfg, heldout_small), recorder, progress)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer = DiPOTrainer(
             model=model,
-            reward_funcs=reward_funcs,
+            reward_funcs=[recorder or arithmetic_reward],
             args=args,
             train_dataset=train,
             processing_class=tokenizer,
-            callbacks=[DemoCallback()],
+            callbacks=[log.callback()],
         )
         trainer.remove_callback(PrinterCallback)  # disable_tqdm=True would print every log dict
+        log.trainer = trainer
         if recorder is not None:
             recorder.model = trainer.model
-        eval_row(0)
+        log.eval_row(0)
         trainer.train()
-    final = evaluate(
-        model,
-        tokenizer,
-        heldout_final,
-        cfg.k,
-        cfg.max_completion_length,
-        temperature=cfg.temperature,
-        seed=12_345 + seed,
-    )
-    history = _metric_rows(trainer.state.log_history)
-    for row in history:
-        row.update(instruments.get(int(row["step"]), {}))
-    final_record = final.as_dict()
-    final_record["trap_mean_at_k"] = _subset_mean(final.item_hits, traps_final, cfg.k)
-    final_record["trap_items"] = traps_final
     record = {
         "method": method.name,
         "seed": seed,
-        "history": history,
-        "evals": evals,
-        "final": final_record,
-        "ppl_early": ppl_early,
-        "ppl_late": ppl_late,
+        "history": _history(trainer.state.log_history, log.instruments),
+        "evals": log.evals,
+        "final": _final_record(cfg, model, tokenizer, heldout_final, seed),
+        "ppl_early": log.ppl_early,
+        "ppl_late": log.ppl_late,
         "seconds": time.perf_counter() - start,
         "run_key": cfg.run_key(),
     }
     save_json(run_dir / RECORD_NAME, record)  # kept even if a later run of the demo fails
+    return record
+
+
+def _traps(cfg: DemoConfig, items: list[Any]) -> list[bool]:
+    """Which ``items`` are traps of the warm start's teacher (none without a teacher)."""
+    teacher = cfg.sft.teacher
+    return [teacher is not None and teacher.is_trap(it) for it in items]
+
+
+def _history(log_history: list[dict[str, Any]], instruments: dict[int, dict[str, float]]) -> list[dict[str, Any]]:
+    """The per-step metric rows of TRL's ``log_history``, each with its step's instrument row."""
+    history = _metric_rows(log_history)
+    for row in history:
+        row.update(instruments.get(int(row["step"]), {}))
+    return history
+
+
+def _final_record(cfg: DemoConfig, model: Any, tokenizer: Any, heldout: list[Any], seed: int) -> dict[str, Any]:
+    """The final evaluation on the large held-out set (seed ``12345 + seed``), with the trap items' mean@k."""
+    from dipo.demo.evaluate import evaluate
+
+    final = evaluate(
+        model, tokenizer, heldout, cfg.k, cfg.max_completion_length, temperature=cfg.temperature, seed=12_345 + seed
+    )
+    traps = _traps(cfg, heldout)
+    record = final.as_dict()
+    record["trap_mean_at_k"] = _subset_mean(final.item_hits, traps, cfg.k)
+    record["trap_items"] = traps
     return record
 
 

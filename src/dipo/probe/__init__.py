@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dipo.fileio import FileFormatError, decode_utf8, parse_json, read_json, read_lines
+from dipo.fileio import check_output_dir as guard_output_dir
 from dipo.probe.analysis import AnalysisConfig, analyse, build_tensors
 from dipo.probe.report import verdict, write_report
 
@@ -36,18 +37,18 @@ __all__ = ["AnalysisConfig", "analyse", "build_tensors", "merge_probes", "prepar
 
 def check_output_dir(out_dir: Path, settings: dict[str, Any], k: int, overwrite: bool, resume: bool) -> None:
     """Refuse what :func:`prepare_output_dir` would refuse, before the model is loaded and before anything is
-    written: ``overwrite`` with ``resume``; an existing probe without either; with ``resume``, other ``settings``
-    (those of :data:`_RESUME_KEYS` known before loading) or a damaged ``samples.jsonl``."""
-    if overwrite and resume:
-        raise ValueError("choose either --overwrite (start again) or --resume (continue), not both")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"--output_dir {str(out_dir)!r} is a file, not a folder; choose another --output_dir")
-    existing = [name for name in OUTPUT_FILES if (out_dir / name).exists()]
-    if existing and not (overwrite or resume):
-        raise FileExistsError(
-            f"{out_dir} already holds a probe ({', '.join(existing)}); pass --resume to continue an unfinished probe "
-            "with the same settings, --overwrite to replace it, or choose another --output_dir"
-        )
+    written: the output-folder guard (:func:`dipo.fileio.check_output_dir`: ``overwrite`` with ``resume``, a file,
+    an existing probe without either, an unwritable folder); with ``resume``, other ``settings`` (those of
+    :data:`_RESUME_KEYS` known before loading) or a damaged ``samples.jsonl``."""
+    guard_output_dir(
+        out_dir,
+        OUTPUT_FILES,
+        what="a probe",
+        overwrite=overwrite,
+        resume=resume,
+        resume_flag="--resume",
+        resume_hint="pass --resume to continue an unfinished probe with the same settings",
+    )
     if resume and (out_dir / "meta.json").exists():
         _check_resume_settings(out_dir, read_json(out_dir / "meta.json"), settings)
         read_samples(out_dir / "samples.jsonl", k)  # a damaged file: an error naming its line
