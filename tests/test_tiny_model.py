@@ -35,6 +35,7 @@ def test_build_decoder_is_seeded_and_isolates_the_global_rng_on_request():
 
 def test_the_tests_and_the_demos_builders_go_through_build_decoder(monkeypatch):
     import dipo.demo.model
+    import dipo.testing
     import dipo.tiny_model
     from dipo.demo.model import ModelSpec, build_model
     from dipo.demo.tokenizer import build_tokenizer
@@ -47,9 +48,10 @@ def test_the_tests_and_the_demos_builders_go_through_build_decoder(monkeypatch):
         archs.append(arch)
         return real(arch, **kwargs)
 
-    assert dipo.demo.model.build_decoder is real
+    assert dipo.demo.model.build_decoder is real and dipo.testing.build_decoder is real
     monkeypatch.setattr(dipo.tiny_model, "build_decoder", spy)
     monkeypatch.setattr(dipo.demo.model, "build_decoder", spy)
+    monkeypatch.setattr(dipo.testing, "build_decoder", spy)
     build_tiny_model()
     build_model(ModelSpec(hidden_size=16, intermediate_size=32, num_hidden_layers=1), build_tokenizer(), seed=0)
     assert archs == ["qwen2", "llama"]

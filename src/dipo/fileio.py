@@ -17,6 +17,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+# Imported inside functions: PyYAML, only for YAML files.
+
 __all__ = [
     "FileFormatError",
     "check_output_dir",

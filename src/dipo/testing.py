@@ -14,6 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from datasets import Dataset
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedTokenizerFast
+
+from dipo.tiny_model import build_decoder
 
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<unk>"]
 WORDS = [
@@ -37,9 +42,6 @@ VOCAB = SPECIAL_TOKENS + WORDS  # 26 tokens; the model's vocab is padded to 32
 
 def build_tokenizer() -> Any:
     """A word-level fast tokenizer over ``VOCAB`` (whitespace-split; decodes with spaces)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
     tok = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(VOCAB)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins tokens with spaces
@@ -51,10 +53,6 @@ def build_tokenizer() -> Any:
 def build_tiny_model(seed: int = 0, vocab_size: int = 32, hidden_size: int = 16, num_layers: int = 1) -> Any:
     """A randomly initialised tiny ``Qwen2ForCausalLM`` (float32, no dropout; :func:`dipo.tiny_model.build_decoder`,
     seeded on the global RNG), with a bare generation config (pad 0, eos 1)."""
-    from transformers import GenerationConfig
-
-    from dipo.tiny_model import build_decoder
-
     model = build_decoder(
         "qwen2",
         vocab_size=vocab_size,
@@ -84,8 +82,6 @@ def build_tiny_model_dir(path: str | Path, seed: int = 0, **model_kwargs: Any) -
 
 def load_tiny(path: str | Path) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` saved by :func:`build_tiny_model_dir`."""
-    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
-
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path))
     return model, tokenizer
@@ -93,8 +89,6 @@ def load_tiny(path: str | Path) -> tuple[Any, Any]:
 
 def build_dataset(num_prompts: int = 8) -> Any:
     """Plain-text prompts whose first word says which reward regime applies (see :func:`kind_reward`)."""
-    from datasets import Dataset
-
     kinds = ["easy", "hard", "mixed", "mixed"]
     prompts = [f"{kinds[i % len(kinds)]} what is the answer {i % 10}" for i in range(num_prompts)]
     return Dataset.from_dict({"prompt": prompts, "kind": [p.split()[0] for p in prompts]})

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import transformers
 
 #: ``arch`` choices: name → (transformers config class, causal-LM class).
 ARCHITECTURES = {"llama": ("LlamaConfig", "LlamaForCausalLM"), "qwen2": ("Qwen2Config", "Qwen2ForCausalLM")}
@@ -34,8 +35,6 @@ def build_decoder(
     no BOS token, ``pad_token_id`` / ``eos_token_id`` in its config and its generation config. Deterministic given
     ``seed``. ``isolate_rng=True`` seeds inside a forked RNG (the caller's global RNG is untouched); ``False`` seeds
     the global RNG with ``torch.manual_seed(seed)``. ``config_kwargs`` go to the config (e.g. ``rope_theta``)."""
-    import transformers
-
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown arch={arch!r}; choose one of {', '.join(repr(a) for a in ARCHITECTURES)}.")
     config_name, model_name = ARCHITECTURES[arch]

@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+# Imported inside functions: TRL, only when the check runs.
+
 
 @contextlib.contextmanager
 def generation_context(trainer: Any) -> Iterator[None]:

@@ -12,11 +12,14 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from transformers import PrinterCallback
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import AutoModelForCausalLM, AutoTokenizer, CompileConfig, PreTrainedTokenizerFast, PrinterCallback
 
 from dipo.benchmarking.timing import StepTimer, TimedDiPOTrainer
 from dipo.integrations.trl import DiPOConfig
 from dipo.reports.gpu_report import log
+from dipo.tasks.assets import smollm2_model_dir
+from dipo.tiny_model import build_decoder
 
 
 @dataclass(frozen=True)
@@ -49,9 +52,6 @@ class BenchSizes:
 
 def build_word_tokenizer(vocab_size: int):
     """Word-level tokenizer with ``vocab_size`` entries (``<pad>``, ``<eos>``, ``w2``...), built locally."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
     vocab = {"<pad>": 0, "<eos>": 1, **{f"w{i}": i for i in range(2, vocab_size)}}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
@@ -62,15 +62,9 @@ def build_word_tokenizer(vocab_size: int):
 def build_policy(shape: PolicyShape, device: torch.device, policy_path: str | None) -> tuple[Any, Any, str]:
     """(model, tokenizer, description). Real weights from ``policy_path`` (a transformers folder) if given, else the
     SmolLM2 asset if installed (SmolLM2 shape only), else a random-init Llama of ``shape``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from dipo.tiny_model import build_decoder
-
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if policy_path is None and shape == PolicyShape():
         try:
-            from dipo.tasks.assets import smollm2_model_dir
-
             policy_path = str(smollm2_model_dir())
         except Exception as err:  # asset not installed (the GPU image): random init
             log(f"no SmolLM2 weights ({type(err).__name__}); random init of the same shape")
@@ -137,8 +131,6 @@ class PolicyBench:
                 )
             trainer.remove_callback(PrinterCallback)
             if fast and eager_compile:  # CPU test aid: transformers compiles on CUDA/XPU only
-                from transformers import CompileConfig
-
                 config = CompileConfig(backend="eager", dynamic=False)
                 config._compile_all_devices = True
                 trainer.generation_config.compile_config = config

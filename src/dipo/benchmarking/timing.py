@@ -20,8 +20,11 @@ from typing import Any
 
 import torch
 from transformers import TrainerCallback
+from transformers.utils import logging as hf_logging
 
 from dipo.integrations.trl import DiPOTrainer
+
+# Imported inside functions: torch._dynamo (slow to import; may be missing), only to count compiled graphs.
 
 
 def sync(device: torch.device | None) -> None:
@@ -47,8 +50,6 @@ def dynamo_graphs() -> int:
 
 def quiet_transformers() -> None:
     """Errors only from transformers, no progress bars, no warnings (timing runs print their own lines)."""
-    from transformers.utils import logging as hf_logging
-
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     warnings.filterwarnings("ignore")

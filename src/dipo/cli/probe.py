@@ -26,14 +26,20 @@ from pathlib import Path
 from typing import Any
 
 from dipo.cli.errors import (
+    INPUT_ERRORS,
     Range,
+    check_model_source,
     confidence_value,
+    describe_error,
     non_negative_int,
     positive_float,
     positive_int,
     top_p_value,
 )
 from dipo.cli.options import add_option
+from dipo.tasks.registry import list_tasks
+
+# Imported inside functions: torch and dipo.probe (torch), only when probing: `dipo --help` imports this module.
 
 #: ``-k``: the probe samples groups, as training does (G >= 2).
 GROUP_SIZE = Range(low=2, integer=True)
@@ -47,8 +53,6 @@ SAMPLE_DTYPE_HELP = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from dipo.tasks.registry import list_tasks
-
     add_option(parser, "--model", default=None, help="model folder, Hub id, or 'smollm2-135m-instruct' (offline)")
     add_option(parser, "--task", default="nl_arithmetic", help=f"a registered task: {', '.join(list_tasks())}")
     add_option(
@@ -125,7 +129,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Every option, the model folder and ``--output_dir`` are checked before the model is loaded and before a file
     is written; bad input is one line on stderr, exit code 2."""
-    from dipo.cli.errors import INPUT_ERRORS, check_model_source, describe_error
     from dipo.probe import AnalysisConfig, merge_probes, run_probe
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -29,16 +29,36 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from dipo.cli.errors import (
+    INPUT_ERRORS,
+    NON_NEGATIVE,
+    NON_NEGATIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    UNIT_OPEN_LOW,
+    Range,
+    check_model_source,
+    describe_error,
+    model_load_error,
+)
+from dipo.cli.train_report import HELDOUT_ROWS_SEED, heldout_accuracy, run_summary, summarize, write_summary
+from dipo.fileio import check_output_dir as guard
+from dipo.fileio import load_yaml
+from dipo.tasks.assets import resolve_model
+from dipo.tasks.data import FieldMap
+from dipo.tasks.registry import DataOptions, get_task, list_tasks
+
+# Imported inside functions: torch, transformers, TRL, datasets and the dipo modules that import them (dipo.DiPOConfig
+# / DiPOTrainer, dipo.integrations.trl, dipo.evaluation), only when training: `dipo --help` imports this module.
 
 logger = logging.getLogger("dipo.train")
 
 
 def _registered_tasks() -> str:
-    from dipo.tasks.registry import list_tasks
-
     return ", ".join(repr(name) for name in list_tasks())
 
 
@@ -180,8 +200,6 @@ def _given(argv: list[str], name: str) -> bool:
 def read_config(path: str) -> dict[str, Any]:
     """The options of a ``--config`` YAML file; ``ValueError`` naming the file (and the line) if it is not UTF-8
     YAML, nests too deeply or is not a mapping of options."""
-    from dipo.fileio import load_yaml
-
     config = load_yaml(path)
     if config is None:
         return {}
@@ -209,8 +227,6 @@ def parse(argv: list[str]) -> tuple[TaskArguments, Any, Any]:
 def _numeric_rules() -> dict[str, Any]:
     """Valid values of the numeric TRL / transformers options (unset ``None`` values are not checked), in the rule
     type that ``dipo eval`` and ``dipo probe`` check their options with (:class:`dipo.cli.errors.Range`)."""
-    from dipo.cli.errors import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_OPEN_LOW, Range
-
     return {
         "per_device_train_batch_size": POSITIVE_INT,
         "per_device_eval_batch_size": POSITIVE_INT,
@@ -251,8 +267,6 @@ def check_numeric_options(training_args: Any) -> None:
     for name, rule in _numeric_rules().items():
         rule.check(getattr(training_args, name, None), name)
     if training_args.max_steps == -1:
-        from dipo.cli.errors import POSITIVE
-
         epochs = training_args.num_train_epochs
         if POSITIVE.problem(epochs):
             raise ValueError(
@@ -265,9 +279,6 @@ def load_task_rows(task_args: TaskArguments, heldout: bool = False) -> list[Any]
     """Rows of the configured dataset (built-in or user-provided), loaded through the task registry; ``heldout``:
     the held-out rows instead (``heldout_dataset`` / ``heldout_split`` / ``heldout_prompts``, seed 1; the training
     rows use seed 0)."""
-    from dipo.tasks.data import FieldMap
-    from dipo.tasks.registry import DataOptions
-
     data = DataOptions(
         fields=FieldMap(prompt=task_args.prompt_field, answer=task_args.answer_field, id=task_args.id_field),
         tools_field=task_args.tools_field,
@@ -277,8 +288,6 @@ def load_task_rows(task_args: TaskArguments, heldout: bool = False) -> list[Any]
         instruction=task_args.instruction,
     )
     if heldout:
-        from dipo.cli.train_report import HELDOUT_ROWS_SEED
-
         dataset = task_args.heldout_dataset or task_args.dataset
         return _task(task_args).load(
             dataset=dataset, split=task_args.heldout_split, limit=task_args.heldout_prompts, seed=HELDOUT_ROWS_SEED,
@@ -291,8 +300,6 @@ def load_task_rows(task_args: TaskArguments, heldout: bool = False) -> list[Any]
 
 def _task(task_args: TaskArguments) -> Any:
     """The registered task ``task_args.task`` (``ValueError`` naming the trainable tasks if it is unknown)."""
-    from dipo.tasks.registry import get_task, list_tasks
-
     try:
         return get_task(task_args.task)
     except KeyError:
@@ -384,8 +391,6 @@ def check_output_dir(training_args: Any, task_args: TaskArguments, resume: str |
     folder and checks that it is writable."""
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-    from dipo.fileio import check_output_dir as guard
-
     out = Path(training_args.output_dir)
     resuming_here = resume is not None and out.is_dir() and Path(resume).resolve().parent == out.resolve()
     found = guard(
@@ -421,8 +426,6 @@ class Setup:
 def prepare(config: str | None, argv: list[str]) -> Setup:
     """Parse and check the options, load the rows (held-out ones too) and build the trainer; every bad input raises
     one of ``dipo.cli.errors.INPUT_ERRORS`` before the model is loaded or a file is written."""
-    from dipo.cli.errors import check_model_source, model_load_error
-
     started = time.perf_counter()
     if config and not os.path.isfile(config):
         what = "is a folder" if os.path.isdir(config) else "does not exist"
@@ -457,8 +460,6 @@ def prepare(config: str | None, argv: list[str]) -> Setup:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dipo.cli.errors import INPUT_ERRORS, describe_error
-
     argv = list(args.trl_args)
     if "--help-all" in argv:
         build_parser().print_help()
@@ -488,8 +489,6 @@ def train_and_report(setup: Setup) -> None:
     """Measure held-out accuracy before (if asked), train, save the model and trainer state, measure held-out
     accuracy after, and write ``<output_dir>/train_summary.json`` (:mod:`dipo.cli.train_report`)."""
     import torch
-
-    from dipo.cli.train_report import heldout_accuracy, run_summary, write_summary
 
     task_args, training_args, trainer = setup.task_args, setup.training_args, setup.trainer
     logger.info(
@@ -528,9 +527,6 @@ def train_and_report(setup: Setup) -> None:
 def summarize_runs(run_dirs: list[str]) -> int:
     """``dipo train --summarize DIR...``: print the markdown tables of finished runs (exit 2 naming a folder without
     a summary)."""
-    from dipo.cli.errors import INPUT_ERRORS, describe_error
-    from dipo.cli.train_report import summarize
-
     if not run_dirs or any(d.startswith("--") for d in run_dirs):
         print("dipo train: --summarize takes output folders of finished runs only: --summarize DIR [DIR ...]",
               file=sys.stderr)  # fmt: skip
@@ -546,8 +542,6 @@ def summarize_runs(run_dirs: list[str]) -> int:
 def plain_text_rows(rows: list[Any]) -> list[Any]:
     """Rows whose chat-message prompts are rendered as plain text (the message contents, as ``dipo eval`` does for a
     tokenizer without a chat template); string prompts are kept."""
-    from dataclasses import replace
-
     from dipo.evaluation.generation import plain_prompt
 
     return [row if isinstance(row.prompt, str) else replace(row, prompt=plain_prompt(row.prompt)) for row in rows]
@@ -560,7 +554,6 @@ def build_trainer(task_args: TaskArguments, training_args: Any, model_args: Any,
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from dipo import DiPOTrainer
-    from dipo.tasks.assets import resolve_model
 
     path = resolve_model(model_args.model_name_or_path)
     dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)

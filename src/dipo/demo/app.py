@@ -11,8 +11,17 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging as hf_logging
+
+from dipo.demo.evaluate import evaluate
 from dipo.demo.methods import Method, resolve_methods
-from dipo.demo.runner import RECORD_NAME, DemoConfig, _worker, save_json
+from dipo.demo.report import write_report
+from dipo.demo.runner import RECORD_NAME, DemoConfig, _worker, run_one, save_json
+from dipo.demo.warmstart import load_or_train_warmstart
 from dipo.fileio import check_output_dir as guard_output_dir
 
 
@@ -46,9 +55,6 @@ def finished_runs(cfg: DemoConfig, out: Path) -> dict[tuple[str, int], dict[str,
 
 
 def _progress(enabled: bool):
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     return Progress(
         TextColumn("{task.description:<24}"),
         BarColumn(),
@@ -62,8 +68,6 @@ def _progress(enabled: bool):
 
 def warm_start(cfg: DemoConfig, use_cache: bool = True, show_progress: bool = True) -> tuple[Path, dict[str, Any]]:
     """Load or train the cached warm start and return (path, info)."""
-    from dipo.demo.warmstart import load_or_train_warmstart
-
     with _progress(show_progress) as bar:
         task_id = bar.add_task("warm start (SFT)", total=cfg.sft.steps)
         path, info = load_or_train_warmstart(
@@ -79,10 +83,6 @@ def warm_start(cfg: DemoConfig, use_cache: bool = True, show_progress: bool = Tr
 
 def evaluate_path(cfg: DemoConfig, path: Path, seed: int = 0) -> dict[str, Any]:
     """Greedy and mean@k of the model at ``path`` on the final held-out set."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from dipo.demo.evaluate import evaluate
-
     model = AutoModelForCausalLM.from_pretrained(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     items = cfg.task.heldout_set(cfg.final_eval_per_level, seed=2)
@@ -102,9 +102,6 @@ def run_demo(
 
     Each finished run also writes ``runs/<method>-s<seed>/record.json`` at once; ``resume=True`` reuses those of an
     earlier, interrupted call with the same configuration instead of running them again."""
-    import torch
-    from transformers.utils import logging as hf_logging
-
     hf_logging.disable_progress_bar()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -141,7 +138,6 @@ def run_demo(
         "workers": cfg.workers,
     }
     save_json(out / "results.json", results)
-    from dipo.demo.report import write_report
 
     write_report(results, out)
     return results
@@ -156,8 +152,6 @@ def _run_jobs(
         overall = bar.add_task("all runs", total=len(jobs))
         ids = {f"{m.name}-s{s}": bar.add_task(f"{m.name} seed {s}", total=cfg.steps) for m, s in jobs}
         if cfg.workers <= 1:
-            from dipo.demo.runner import run_one
-
             for m, s in jobs:
                 tag = f"{m.name}-s{s}"
                 records.append(

@@ -28,6 +28,9 @@ from typing import Any
 
 from dipo.tasks.arithmetic import ArithmeticItem, ArithmeticTask
 
+# Imported inside functions: torch and dipo.core, only for the teacher-policy check (`dipo demo` imports this module
+# to list the regimes).
+
 
 @dataclass(frozen=True)
 class Teacher:

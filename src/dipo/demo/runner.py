@@ -7,6 +7,7 @@ which is the fastest layout for a tiny model on a few CPU cores.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -17,11 +18,25 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+from datasets import Dataset
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PrinterCallback,
+    TrainerCallback,  # heavy: imported when a run starts
+)
+from transformers.utils import logging as hf_logging
+
+from dipo import DiPOConfig, DiPOTrainer
+from dipo.core import GroupType
+from dipo.demo.evaluate import evaluate
 from dipo.demo.instruments import BatchRecorder
 from dipo.demo.methods import Method
 from dipo.demo.model import ModelSpec
+from dipo.demo.regimes import get_regime
 from dipo.demo.warmstart import SFTConfig
-from dipo.tasks.arithmetic import ArithmeticTask
+from dipo.tasks.arithmetic import ArithmeticTask, arithmetic_reward, to_records
 
 RECORD_NAME = "record.json"
 """Each finished run writes its record here, under ``<out>/runs/<method>-s<seed>/``."""
@@ -57,8 +72,6 @@ class DemoConfig:
     @classmethod
     def for_regime(cls, name: str, **changes: Any) -> DemoConfig:
         """The demo configuration of a named regime testbed (task, teacher, SFT length), plus ``changes``."""
-        from dipo.demo.regimes import get_regime
-
         regime = get_regime(name)
         sft = SFTConfig(steps=regime.sft_steps, teacher=regime.teacher) if regime.teacher is not None else SFTConfig()
         return replace(cls(), regime=name, task=regime.task, sft=sft, **changes)
@@ -85,8 +98,6 @@ class DemoConfig:
     def run_key(self) -> str:
         """Hash of everything a single (method, seed) run depends on (methods, seeds and workers excluded): a finished
         run's record is reused by ``--resume`` only under the same key."""
-        import hashlib
-
         excluded = ("methods", "seeds", "workers") + (("device",) if self.device == "cpu" else ())  # CPU: old keys
         payload = {k: v for k, v in self.as_dict().items() if k not in excluded}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -158,8 +169,6 @@ class _RunLog:
 
     def eval_row(self, step: int) -> None:
         """Evaluate on the small held-out set (seeded by ``step``) and keep the row."""
-        from dipo.demo.evaluate import evaluate
-
         cfg = self.cfg
         res = evaluate(
             self.model, self.tokenizer, self.heldout, cfg.k, cfg.max_completion_length, temperature=cfg.temperature,
@@ -193,8 +202,6 @@ class _RunLog:
 
     def callback(self) -> Any:
         """A ``TrainerCallback`` that calls :meth:`on_step_end`."""
-        from transformers import TrainerCallback  # heavy: imported when a run starts
-
         log = self
 
         class DemoCallback(TrainerCallback):
@@ -213,13 +220,6 @@ def run_one(
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """One RL run of ``method`` with ``seed`` from the warm start; returns a JSON-able record."""
-    import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
-
-    from dipo import DiPOConfig, DiPOTrainer
-    from dipo.tasks.arithmetic import arithmetic_reward, to_records
-
     start = time.perf_counter()
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(warm_path)
@@ -279,8 +279,6 @@ def _history(log_history: list[dict[str, Any]], instruments: dict[int, dict[str,
 
 def _final_record(cfg: DemoConfig, model: Any, tokenizer: Any, heldout: list[Any], seed: int) -> dict[str, Any]:
     """The final evaluation on the large held-out set (seed ``12345 + seed``), with the trap items' mean@k."""
-    from dipo.demo.evaluate import evaluate
-
     final = evaluate(
         model, tokenizer, heldout, cfg.k, cfg.max_completion_length, temperature=cfg.temperature, seed=12_345 + seed
     )
@@ -301,7 +299,6 @@ def _instrument_row(recorder: BatchRecorder, out: Any, group_size: int) -> dict[
     """Entropy split of the batch and entropy shift (after − before the update) on reallocated / other extreme groups.
 
     For GRPO/DAPO (observe-only PSD) the "reallocated" groups are those DiPO *would* have reallocated: the control."""
-    from dipo.core import GroupType
 
     def rows(groups: Any) -> Any:
         return groups.repeat_interleave(group_size)
@@ -323,9 +320,6 @@ def _instrument_row(recorder: BatchRecorder, out: Any, group_size: int) -> dict[
 
 def _worker(payload: dict[str, Any]) -> dict[str, Any]:
     """Process-pool entry: one torch thread, progress through a queue."""
-    import torch
-    from transformers.utils import logging as hf_logging
-
     hf_logging.disable_progress_bar()
     torch.set_num_threads(payload.get("threads", 1))
     queue = payload.get("queue")

@@ -6,6 +6,7 @@ One token per character of ``0123456789+-*=`` and the space, plus ``<pad>`` and 
 
 from __future__ import annotations
 
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 PAD, EOS = "<pad>", "<eos>"
@@ -14,8 +15,6 @@ CHARS = "0123456789+-*= "
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
     """Character-level fast tokenizer; left padding (as generation needs); ``decode`` concatenates characters."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-
     vocab = {PAD: 0, EOS: 1, **{ch: i + 2 for i, ch in enumerate(CHARS)}}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=PAD))
     core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -170,8 +171,6 @@ def load_or_train_warmstart(
     (tmp / "warmstart.json").write_text(json.dumps(info, indent=2))
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():  # another process won the race, or use_cache=False: replace it
-        import shutil
-
         shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
     info["cached"] = False

@@ -10,6 +10,10 @@ from typing import Any
 
 import torch
 
+from dipo.tasks.assets import resolve_model
+
+# Imported inside functions: transformers, only to load a model (users of dipo.evaluation.metrics do not pay for it).
+
 logger = logging.getLogger(__name__)
 
 
@@ -57,8 +61,6 @@ def load_model(model: str, dtype: str = "auto", device: str | None = None) -> tu
     ``dtype="auto"``: float32 on CPU, bfloat16 on GPU. The tokenizer pads on the left for batched generation.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from dipo.tasks.assets import resolve_model
 
     path = resolve_model(model)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -29,6 +29,9 @@ from dipo.evaluation.generation import Generations, SamplingConfig, generate
 from dipo.evaluation.metrics import aggregate
 from dipo.fileio import iter_json_lines, read_json
 from dipo.tasks.data import TaskRow
+from dipo.tasks.math import judge_completion, normalize_answer
+from dipo.tasks.registry import get_task, list_tasks
+from dipo.tasks.toolcall import bfcl_check, normalize_ground_truth, parse_tool_calls, validate_tools
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +65,6 @@ def _progress(name: str):
 
 def math_metrics(records: Sequence[dict[str, Any]]) -> dict[str, float]:
     """mean@k, maj@k, pass@1, pass@k and answer statistics (percent) from per-sample math records."""
-    from dipo.tasks.math import normalize_answer
-
     problems = _by_problem(records)
     correct = [[bool(r["correct"]) for r in p] for p in problems]
     answers = [[normalize_answer(r["answer"]) if r["answer"] is not None else None for r in p] for p in problems]
@@ -97,8 +98,6 @@ def _by_problem(records: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]
 
 def score_math(rows: Sequence[TaskRow], gens: Generations) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Per-benchmark math metrics and per-sample records (answer, correct, extraction rule)."""
-    from dipo.tasks.math import judge_completion
-
     records = []
     for row, texts, ntok, trunc in zip(rows, gens.texts, gens.num_tokens, gens.truncated, strict=True):
         for j, text in enumerate(texts):
@@ -112,8 +111,6 @@ def score_math(rows: Sequence[TaskRow], gens: Generations) -> tuple[dict[str, fl
 
 def score_bfcl(rows: Sequence[TaskRow], gens: Generations) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Accuracy (percent, mean over samples) of one BFCL category and per-sample records."""
-    from dipo.tasks.toolcall import bfcl_check, normalize_ground_truth, parse_tool_calls, validate_tools
-
     records = []
     for row, texts, ntok, trunc in zip(rows, gens.texts, gens.num_tokens, gens.truncated, strict=True):
         tools = validate_tools(row.meta["tools"], row.id)
@@ -134,8 +131,6 @@ def score_bfcl(rows: Sequence[TaskRow], gens: Generations) -> tuple[dict[str, fl
 
 def rejudge_math(record: dict[str, Any]) -> dict[str, Any]:
     """A math sample record judged again from its completion and gold with the current extraction/verification."""
-    from dipo.tasks.math import judge_completion
-
     judged = judge_completion(record["completion"], record["gold"])
     return {**record, "answer": judged.answer, "method": judged.method, "correct": judged.correct}
 
@@ -321,8 +316,6 @@ SCORINGS: dict[str, Scoring] = {"math": MATH_SCORING, "bfcl": BFCL_SCORING}
 
 def scoring_for(task: str) -> Scoring:
     """The :class:`Scoring` of registered task ``task``; ``ValueError`` if ``dipo eval`` cannot evaluate it."""
-    from dipo.tasks.registry import get_task, list_tasks
-
     evaluation = get_task(task).evaluation
     if evaluation is None:
         raise ValueError(f"task {task!r} has no evaluation; dipo eval evaluates {', '.join(list_tasks(True))}")

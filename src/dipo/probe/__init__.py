@@ -19,10 +19,18 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import torch
+from tqdm.auto import tqdm
+
+from dipo.evaluation import generation
+from dipo.evaluation.generation import SamplingConfig
+from dipo.evaluation.harness import hardware_description
 from dipo.fileio import FileFormatError, decode_utf8, parse_json, read_json, read_lines
 from dipo.fileio import check_output_dir as guard_output_dir
 from dipo.probe.analysis import AnalysisConfig, analyse, build_tensors
 from dipo.probe.report import verdict, write_report
+from dipo.probe.sampling import SAMPLE_DTYPE_CHOICES, resolve_sample_dtype, sample_rows
+from dipo.tasks.registry import get_task
 
 logger = logging.getLogger("dipo.probe")
 
@@ -210,9 +218,6 @@ def run_probe(
     ``max_new_tokens`` / ``chat_template`` should be the training sampler's (TRL's defaults: 1.0 / 1.0).
     ``sample_dtype``: the weights that draw the tokens (:mod:`dipo.probe.sampling`); the log-probs are the model's.
     """
-    from dipo.probe.sampling import SAMPLE_DTYPE_CHOICES, resolve_sample_dtype
-    from dipo.tasks.registry import get_task
-
     if sample_dtype not in SAMPLE_DTYPE_CHOICES:
         raise ValueError(f"sample_dtype must be one of {', '.join(SAMPLE_DTYPE_CHOICES)}, got {sample_dtype!r}")
     try:
@@ -251,8 +256,6 @@ def _sampling_config(
     chat_template: bool | None,
 ) -> Any:
     """The probe's :class:`~dipo.evaluation.generation.SamplingConfig` (``None``: the task's default), checked."""
-    from dipo.evaluation.generation import SamplingConfig
-
     sampling = SamplingConfig(
         k=defaults.k if k is None else k,
         max_new_tokens=defaults.max_new_tokens if max_new_tokens is None else max_new_tokens,
@@ -281,11 +284,9 @@ def _load_rows(
 
 def _prepare_model(model: str | Any, tokenizer: Any, dtype: str, device: str | None) -> tuple[str, Any, Any]:
     """``(name, model in eval mode, tokenizer padding on the left)``: loaded if ``model`` is a name or folder."""
-    from dipo.evaluation.generation import load_model
-
     if isinstance(model, str):
         name = model
-        model, tokenizer = load_model(model, dtype, device)
+        model, tokenizer = generation.load_model(model, dtype, device)  # looked up when called: tests replace it
     else:
         if tokenizer is None:
             raise ValueError("run_probe: pass the tokenizer together with a loaded model")
@@ -301,10 +302,6 @@ def _probe_meta(
     name: str, settings: dict[str, Any], rows: Sequence[Any], sampling: Any, tokenizer: Any, spec: Any
 ) -> dict[str, Any]:
     """``meta.json`` of a probe before sampling (timings are added after it)."""
-    import torch
-
-    from dipo.evaluation.harness import hardware_description
-
     uses_template = (
         bool(getattr(tokenizer, "chat_template", None)) if sampling.chat_template is None else (sampling.chat_template)
     )
@@ -335,13 +332,9 @@ def _sample_into(
 ) -> float:
     """Sample the rows not ``done`` and append their scored samples to ``samples_path`` batch by batch; returns the
     sampling seconds."""
-    from dipo.probe.sampling import sample_rows
-
     reward_fn = spec.make_reward()
     bar = None
     if show_progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=len(rows), desc=f"probe {spec.name}", unit="prompt", initial=len(done))
 
     def on_batch(idx: list[int], samples: list[list[dict[str, Any]]], seconds: float) -> None:

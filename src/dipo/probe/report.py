@@ -8,8 +8,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from dipo.core import MEMBERSHIP_RULES, DiPOCoreConfig
 from dipo.probe.analysis import length_edges, scatter_pairs
+
+# Imported inside functions: dipo.reports.plots (numpy, matplotlib), only when plotting.
 
 
 def _f(value: Any, digits: int = 3) -> str:
@@ -165,8 +170,6 @@ def plot_panels(
 ) -> Path | None:
     """Histograms of PPL (log-scaled axis) of correct vs wrong responses, one panel per entry of ``panels``
     (``(log_ppl, reward)`` pairs, reward >= 0.5 = correct), with τ* marked; drawn with the project's plot helpers."""
-    import numpy as np
-
     from dipo.reports.plots import pyplot, save_figure
 
     panels = {name: pairs for name, pairs in panels.items() if pairs}
@@ -205,7 +208,6 @@ def plot(
     pairs = scatter_pairs(records, truncated)
     if not pairs:
         return []
-    import torch
 
     written = [plot_panels({title: [(s, r) for s, r, _ in pairs]}, out_dir / "ppl_hist.png",
                            "PPL of correct vs wrong responses", threshold)]  # fmt: skip

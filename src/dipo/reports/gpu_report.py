@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+# Imported inside functions: dipo.reports.plots (numpy, matplotlib), only when plotting.
+
 
 def log(msg: str) -> None:
     """A timestamped progress line of the GPU check."""

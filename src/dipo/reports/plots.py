@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+# Imported inside functions: matplotlib (after choosing the Agg backend), only when plotting.
+
 History = Sequence[Mapping[str, float]]
 
 

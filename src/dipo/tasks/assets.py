@@ -32,6 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# Imported inside functions: torch, transformers and tokenizers, only to convert a model; importlib.metadata (50 ms),
+# only to read a version (`dipo --help` imports this module).
+
 logger = logging.getLogger(__name__)
 
 

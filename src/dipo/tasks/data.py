@@ -18,6 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from dipo.fileio import FileFormatError, decode_utf8, iter_json_lines, parse_json, read_lines
+
+# Imported inside functions: pyarrow and datasets, only for Parquet files and Hub datasets.
+
 logger = logging.getLogger(__name__)
 
 OnError = Literal["raise", "skip"]
@@ -110,8 +114,6 @@ def normalize_prompt(value: Any, source: str, index: int, field_name: str) -> li
 def _read_json_lines(path: Path, lines: list[bytes] | None = None) -> list[dict[str, Any]]:
     """Rows of a JSON-lines file; a line that is not UTF-8 JSON (or nests too deeply) raises :class:`DataFieldError`
     naming the file and the line."""
-    from dipo.fileio import FileFormatError, iter_json_lines
-
     try:
         return [row for _, row in iter_json_lines(path, lines)]
     except FileFormatError as err:
@@ -119,8 +121,6 @@ def _read_json_lines(path: Path, lines: list[bytes] | None = None) -> list[dict[
 
 
 def _read_file(path: Path) -> list[dict[str, Any]]:
-    from dipo.fileio import FileFormatError, decode_utf8, parse_json, read_lines
-
     name = path.name.lower()
     if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
         return _read_json_lines(path)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from dipo.tasks.data import TaskRow
+from dipo.tasks.data import TaskRow, completion_text
 from dipo.tasks.spec import DataOptions, Loader, check_bounds, reject_options
 
 SPLITS = ("train", "heldout", "all")
@@ -118,8 +118,6 @@ def canonical_number(token: str) -> str | None:
 
 def safe_text(completion: Any) -> str:
     """The completion's text (:func:`dipo.tasks.data.completion_text`), ``""`` for output that is not text."""
-    from dipo.tasks.data import completion_text
-
     try:
         return completion_text(completion)
     except TypeError:

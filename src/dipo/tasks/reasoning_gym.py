@@ -36,6 +36,8 @@ from dipo.tasks.data import TaskRow
 from dipo.tasks.generated import canonical_number, chat_rows, draw_distinct, generated_loader, number_tokens, safe_text
 from dipo.tasks.spec import TaskDefaults, TaskSpec
 
+# Imported inside functions: reasoning_gym (optional package), only when the task is used.
+
 VERSION = "0.1.25"
 INSTALL_HINT = f"pip install reasoning-gym=={VERSION}  (or: pip install 'dipo[atlas]')"
 INSTRUCTION = "Answer with just the number."

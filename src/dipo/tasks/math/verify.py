@@ -8,6 +8,7 @@ import importlib.util
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -22,6 +23,9 @@ from dipo.tasks.data import (
     completion_text,
 )
 from dipo.tasks.math.extract import extract_answer
+
+# Imported inside functions: math_verify (optional package); resource and ctypes (POSIX / Linux only), in the worker
+# process; multiprocessing.connection (50 ms), only when a worker starts (`dipo --help` imports this module).
 
 logger = logging.getLogger(__name__)
 
@@ -302,7 +306,6 @@ def _die_with_parent(parent_pid: int) -> None:
     if sys.platform.startswith("linux"):
         try:
             import ctypes
-            import signal
 
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):

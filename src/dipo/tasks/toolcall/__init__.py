@@ -75,6 +75,8 @@ from dipo.tasks.toolcall.score import (
     value_matches,
 )
 
+# Imported inside functions: dipo.evaluation.harness (torch; it imports this module), only when scoring.
+
 __all__ = [
     "BFCL_EVAL_CATEGORIES",
     "BFCL_SIZES",

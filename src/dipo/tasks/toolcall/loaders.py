@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from dipo.tasks.assets import package_dir
 from dipo.tasks.data import (
     DataFieldError,
     FieldMap,
@@ -42,8 +43,6 @@ BFCL_SIZES = {
 
 
 def _bfcl_data_dir() -> Path:
-    from dipo.tasks.assets import package_dir
-
     return package_dir("bfcl") / "data"
 
 

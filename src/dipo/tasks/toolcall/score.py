@@ -16,6 +16,8 @@ from dipo.tasks.data import (
 from dipo.tasks.toolcall.parse import Call, ParsedCalls, _json_call
 from dipo.tasks.toolcall.prompts import parse_json_field
 
+# Imported inside functions: the BFCL checker (optional package), only when scoring.
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Ground truth
 
