@@ -171,7 +171,11 @@ def plot(runs: dict[str, dict[int, dict[str, Any]]], path: Path) -> Path | None:
             axes[0].plot(x, [_f(r, "reward") for r in rows], **style)
             axes[1].plot(x, [_f(r, "entropy") for r in rows], **style)
             axes[2].plot(x, cum, **style)
-    for ax, title in zip(axes, ("training reward", "entropy", "BRR reallocations, cumulative\n(dapo: diagnostics only, α = 0)"), strict=True):
+    for ax, title in zip(
+        axes,
+        ("training reward", "entropy", "BRR reallocations, cumulative\n(dapo: diagnostics only, α = 0)"),
+        strict=True,
+    ):
         ax.set_title(title)
         ax.set_xlabel("step")
     axes[0].legend(fontsize=7)
