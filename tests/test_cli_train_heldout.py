@@ -150,7 +150,7 @@ def test_every_registered_task_is_trainable(tmp_path) -> None:
         try:
             rows = load_task_rows(task)
             funcs, _ = build_rewards(task, training)
-        except (ModuleNotFoundError, FileNotFoundError):
+        except (ImportError, FileNotFoundError):  # MissingReasoningGymError is an ImportError
             continue  # an optional package or asset that this machine lacks
         assert len(rows) == 3 and callable(funcs[0])
         loaded.append(name)
