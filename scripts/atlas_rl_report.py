@@ -3,7 +3,7 @@
 Reads ``<root>/<arm>-s<seed>/real_rl.json`` (arms ``dapo``, ``dipo``, ``dipo-random``), writes ``report.md``,
 ``report.json`` and ``curves.png`` into ``--out``::
 
-    python scripts/atlas_rl_report.py --root runs/atlas-rl --out docs/results/atlas-rl
+    python scripts/atlas_rl_report.py --root runs/atlas-rl --out docs/results/atlas-rl [--overwrite]
 
 The analysis is the registered one: held-out mean@8 per arm and seed; paired differences DiPO − DAPO and
 DiPO − dipo-random, paired by held-out prompt (right answers of 8, averaged over the seeds both arms ran; t interval
@@ -189,10 +189,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path("runs/atlas-rl"), help="folder of the run folders")
     parser.add_argument("--out", type=Path, required=True, help="folder for report.md / report.json / curves.png")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier report in --out")
     args = parser.parse_args(argv)
     runs = load_runs(args.root)
     if not any(runs.values()):
         parser.error(f"no finished run (<arm>-s<seed>/real_rl.json) under {args.root}")
+    earlier = [n for n in ("report.md", "report.json", "curves.png") if (args.out / n).exists()]
+    if earlier and not args.overwrite:
+        parser.error(f"{args.out} already holds an earlier report ({', '.join(earlier)}); --overwrite replaces it")
     result = analyse(runs)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.md").write_text(markdown(result))

@@ -68,3 +68,15 @@ def test_cli_refuses_an_empty_root(report, tmp_path):
     with pytest.raises(SystemExit) as err:
         report.main(["--root", str(tmp_path), "--out", str(tmp_path / "out")])
     assert err.value.code == 2 and not (tmp_path / "out").exists()
+
+
+def test_cli_keeps_an_earlier_report_without_overwrite(report, tmp_path):
+    _write(tmp_path / "runs", "dapo-s0", _run([0, 4, 8], before=True))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.md").write_text("earlier")
+    with pytest.raises(SystemExit) as err:
+        report.main(["--root", str(tmp_path / "runs"), "--out", str(out)])
+    assert err.value.code == 2 and (out / "report.md").read_text() == "earlier"
+    assert report.main(["--root", str(tmp_path / "runs"), "--out", str(out), "--overwrite"]) == 0
+    assert "Base model" in (out / "report.md").read_text()
