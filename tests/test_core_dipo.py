@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from dipo.core import DiPO, DiPOCoreConfig, PPLQueue, sequence_log_ppl
+from dipo.core import MEMBERSHIP_RULES, DiPO, DiPOCoreConfig, PPLQueue, sequence_log_ppl
 
 
 def batch():
@@ -222,3 +222,75 @@ def test_step_folds_with_fold_advantages_and_validates_once(monkeypatch):
     assert len(calls) == 1
     assert torch.equal(out.advantages, expected.advantages)
     assert torch.equal(out.advantages, out.base_advantages + out.advantage_delta)
+
+
+# --------------------------------------------- read-only BRR for filters that decide before the step (spec §5, §6)
+
+
+def test_current_threshold_reads_the_queue_without_pushing():
+    """Queue s = 0.1 … 1.0 with wrong answers at 0.4 and 0.9: the paper's rule cuts between 0.8 and 0.9 (errors: the
+    0.4 below, the 1.0 above; the cut above all ties and the lower median is taken), the class-balanced one between
+    0.3 and 0.4 (½·(5/8 + 0) = ½·(1/8 + 1/2), lower median)."""
+    s = torch.arange(1, 11, dtype=torch.float64) / 10
+    c = torch.tensor([1, 1, 1, 0, 1, 1, 1, 1, 0, 1]).bool()
+    for rule, expected in (("error", 0.85), ("balanced", 0.35)):
+        core = DiPO(DiPOCoreConfig(judgment=False, threshold_rule=rule))
+        core.queue.push(s, c)
+        assert core.current_threshold() == pytest.approx(expected)
+        assert core.queue.values()[0].numel() == 10  # nothing pushed
+    assert math.isnan(DiPO().current_threshold())  # empty queue: BRR would not act
+
+
+def test_current_threshold_is_nan_when_the_judgment_fails_and_on_with_judgment_off():
+    s, c = torch.tensor([0.1, 0.2, 1.4, 1.5], dtype=torch.float64), torch.tensor([True, False, True, False])
+    judged = DiPO(DiPOCoreConfig())
+    judged.queue.push(s, c)
+    assert math.isnan(judged.current_threshold())
+    unjudged = DiPO(DiPOCoreConfig(judgment=False))
+    unjudged.queue.push(s, c)
+    assert not math.isnan(unjudged.current_threshold())
+
+
+def test_predict_reallocation_by_hand():
+    """Groups of 2, τ* = 0.9: hard low (reallocated), hard high (no), easy with a high-PPL answer (reallocated), easy
+    low (no); membership "all" needs the whole group on the side; without its high-PPL answer (invalid row) the easy
+    group lies below τ*."""
+    rewards = torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0])
+    log_ppl = torch.tensor([0.2, 0.3, 1.5, 1.6, 0.2, 1.7, 0.2, 0.3], dtype=torch.float64)
+    core = DiPO()
+    assert core.predict_reallocation(rewards, log_ppl, 2, 0.9).tolist() == [True, False, True, False]
+    assert core.predict_reallocation(rewards, log_ppl, 2, math.nan).tolist() == [False] * 4
+    hard_only = DiPO(DiPOCoreConfig(reallocate_easy=False))
+    assert hard_only.predict_reallocation(rewards, log_ppl, 2, 0.9).tolist() == [True, False, False, False]
+    every = DiPO(DiPOCoreConfig(membership="all"))
+    assert every.predict_reallocation(rewards, log_ppl, 2, 0.9).tolist() == [True, False, False, False]
+    valid = torch.tensor([True] * 5 + [False, True, True])
+    assert core.predict_reallocation(rewards, log_ppl, 2, 0.9, valid=valid).tolist() == [True, False, False, False]
+
+
+def agreement_batch(reward_mode: str, gen: torch.Generator, groups: int = 48, size: int = 4):
+    """Hard, easy and normal groups in random order; log-PPL spread so that every membership rule splits them."""
+    kinds = torch.randint(0, 3, (groups,), generator=gen)
+    low, high = (0.0, 1.0) if reward_mode == "binary" else (0.2, 0.9)
+    rewards = torch.where(kinds == 0, low, high).repeat_interleave(size).double()
+    normal = (kinds == 2).repeat_interleave(size)
+    mixed = torch.tensor([low, high]).double()[torch.randint(0, 2, (groups * size,), generator=gen)]
+    mixed.view(groups, size)[:, 0], mixed.view(groups, size)[:, 1] = low, high
+    rewards = torch.where(normal, mixed, rewards)
+    log_ppl = torch.rand(groups * size, generator=gen, dtype=torch.float64) * 2 + (rewards < 0.5) * 0.5
+    return rewards, log_ppl
+
+
+@pytest.mark.parametrize("selection", ["max_ppl", "random"])
+@pytest.mark.parametrize("reward_mode", ["binary", "graded"])
+@pytest.mark.parametrize("membership", sorted(MEMBERSHIP_RULES))
+def test_predict_reallocation_agrees_with_step(membership, reward_mode, selection):
+    """What a filter predicts before the step (at the step's τ*) is exactly what the step reallocates."""
+    config = DiPOCoreConfig(membership=membership, reward_mode=reward_mode, selection=selection, judgment=False)
+    gen = torch.Generator().manual_seed(7)
+    rewards, log_ppl = agreement_batch(reward_mode, gen)
+    out = DiPO(config).step(rewards, log_ppl, 4)
+    done = out.realloc_hard | out.realloc_easy
+    assert out.applied and 0 < int(done.sum()) < int((out.group_types != 0).sum())  # the case can fail
+    predicted = DiPO(config).predict_reallocation(rewards, log_ppl, 4, out.threshold)
+    assert predicted.tolist() == done.tolist()

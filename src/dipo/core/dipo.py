@@ -34,7 +34,7 @@ from dipo.core._checks import (
     valid_mask,
 )
 from dipo.core.advantages import _group_advantages_unchecked, fold_advantages, realloc_scale
-from dipo.core.brr import _reallocate_unchecked
+from dipo.core.brr import _reallocate_unchecked, reallocate
 from dipo.core.config import DiPOCoreConfig
 from dipo.core.groups import GroupType, correctness
 from dipo.core.judgment import Judgment, judge
@@ -171,13 +171,8 @@ class DiPO:
         queue_s, queue_c = self.queue.values()
 
         # §5 PSD: threshold and advantage judgment.
-        if queue_s.numel() > 0:
-            tau = _find_threshold_unchecked(queue_s, queue_c, cfg.threshold_rule)  # queue: validated on push
-            tau_error = threshold_error(queue_s, queue_c, tau)
-            judgment = judge(queue_s, queue_c, tau, cfg.judgment_confidence)
-        else:
-            tau, tau_error, judgment = math.nan, math.nan, Judgment.failed_empty()
-        applied = (judgment.passed or not cfg.judgment) and not math.isnan(tau)
+        tau, judgment, applied = self._psd(queue_s, queue_c)
+        tau_error = threshold_error(queue_s, queue_c, tau) if queue_s.numel() > 0 else math.nan
 
         # §6 BRR (only when PPL is trusted) — otherwise DiPO is the base method for this step.
         realloc = _reallocate_unchecked(  # inputs and config validated above
@@ -185,14 +180,8 @@ class DiPO:
             log_ppl,
             group_size,
             tau if applied else math.nan,
-            cfg.membership,
-            reward_mode=cfg.reward_mode,
-            correct_threshold=correct_threshold,
-            graded_delta=cfg.graded_delta,
-            reallocate_hard=cfg.reallocate_hard,
-            reallocate_easy=cfg.reallocate_easy,
+            **self._brr_options(correct_threshold),
             valid=valid,
-            zero_variance_tol=cfg.zero_variance_tol,
             selection=cfg.selection,
             generator=self.generator,
         )
@@ -229,6 +218,60 @@ class DiPO:
             applied=applied,
             queue_size=int(queue_s.numel()),
         )
+
+    def current_threshold(self) -> float:
+        """τ* of the PPL queue as it stands if BRR would act on it (judgment passed or off), else NaN; read-only.
+
+        Spec §5: the rule of :meth:`step` (same ``threshold_rule`` and judgment) without pushing a batch — for a
+        dynamic-sampling filter that decides which groups to keep before the step (with :meth:`predict_reallocation`).
+        """
+        log_ppl, correct = self.queue.values()
+        tau, _, applied = self._psd(log_ppl, correct)
+        return tau if applied else math.nan
+
+    def predict_reallocation(
+        self, rewards: Tensor, log_ppl: Tensor, group_size: int, threshold: float, valid: Tensor | None = None
+    ) -> Tensor:
+        """``[B]`` bool: the groups BRR reallocates at ``threshold`` (spec §6) with this run's BRR options, read-only
+        (what :meth:`step` reallocates when its τ* is ``threshold`` and BRR acts; NaN: none).
+
+        ``selection="random"`` moves a random response's reward but reallocates the same groups, so the decision is
+        taken with the maximum-PPL rule and draws nothing from :attr:`generator`.
+        """
+        out = reallocate(
+            rewards,
+            log_ppl,
+            group_size,
+            threshold,
+            **self._brr_options(self.config.correct_threshold),
+            valid=valid,
+            selection="max_ppl",
+        )
+        return out.hard | out.easy
+
+    def _psd(self, log_ppl: Tensor, correct: Tensor) -> tuple[float, Judgment, bool]:
+        """Spec §5 on the queue's values: τ*, the advantage judgment and whether BRR acts (judgment passed or off,
+        and τ* defined)."""
+        cfg = self.config
+        if log_ppl.numel() == 0:
+            return math.nan, Judgment.failed_empty(), False
+        tau = _find_threshold_unchecked(log_ppl, correct, cfg.threshold_rule)  # queue: validated on push
+        judgment = judge(log_ppl, correct, tau, cfg.judgment_confidence)
+        return tau, judgment, (judgment.passed or not cfg.judgment) and not math.isnan(tau)
+
+    def _brr_options(self, correct_threshold: float) -> dict[str, Any]:
+        """The config's BRR options (spec §6) as :func:`~dipo.core.reallocate`'s keyword arguments — the one place
+        they are mapped (``correct_threshold`` as the caller compares it, see :meth:`step`)."""
+        cfg = self.config
+        return {
+            "membership": cfg.membership,
+            "reward_mode": cfg.reward_mode,
+            "correct_threshold": correct_threshold,
+            "graded_delta": cfg.graded_delta,
+            "reallocate_hard": cfg.reallocate_hard,
+            "reallocate_easy": cfg.reallocate_easy,
+            "zero_variance_tol": cfg.zero_variance_tol,
+        }
 
     def state_dict(self) -> dict[str, Any]:
         """Algorithm state to save with checkpoints (the PPL queue) and the config it was built with."""

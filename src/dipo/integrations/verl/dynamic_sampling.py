@@ -30,7 +30,11 @@ from verl.trainer.ppo.v1 import replay_buffer as verl_replay_buffer
 from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer, ReplayBufferAsync
 
 from dipo.core import sequence_log_ppl
-from dipo.integrations._kit.dynamic_sampling import kept_groups, predicted_reallocation, reallocation_threshold
+from dipo.integrations._kit.dynamic_sampling import (  # the last two: public names of this module, kept
+    kept_groups,
+    predicted_reallocation,
+    reallocation_threshold,
+)
 from dipo.integrations._kit.step import DS_METRICS, ds_metrics
 from dipo.integrations.verl.estimator import EstimatorState, get_estimator_state, verifier_rewards
 from dipo.integrations.verl.options import VERIFIER_KEYS, DiPOVerlOptions
@@ -121,7 +125,7 @@ def group_is_kept(
         if group.size != group_size:
             raise RuntimeError(f"dipo dynamic sampling: group {uid!r} changed size while it was classified.")
         rewards = group.verifier_rewards(state.options)
-        reallocated = predicted_reallocation(state.core.config, rewards, group.log_ppl(uid), group_size, tau)
+        reallocated = state.core.predict_reallocation(rewards, group.log_ppl(uid), group_size, tau)
     keep, by_brr = kept_groups(metric, group_size, reallocated, zero_variance_tol=tol)
     return bool(keep[0]), bool(by_brr[0])
 
@@ -227,7 +231,7 @@ class DiPOReplayBufferMixin:
         keys_by_uid = self._dipo_keys_by_uid(partition_id, uids)
         metrics = self._dipo_metric_values(partition_id, keys_by_uid)
         state = get_estimator_state(self.dipo_algorithm_config)
-        tau = reallocation_threshold(state.core)
+        tau = state.core.current_threshold()
         result: dict[str, float | None] = {}
         for uid, values in metrics.items():
             keys = keys_by_uid[uid]
