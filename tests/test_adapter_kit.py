@@ -183,3 +183,53 @@ def test_kept_groups_marks_the_groups_kept_only_by_brr():
     assert keep.tolist() == [True, True, False] and by_brr.tolist() == [True, False, False]
     keep, by_brr = kept_groups(rewards, 2, torch.tensor([True, False, False]), keep_reallocated=False)
     assert keep.tolist() == [False, True, False] and by_brr.tolist() == [False] * 3
+
+
+# ----------------------------------------------------------------------------------------------- reward functions
+def test_reward_return_values_accepted_and_refused():
+    import numpy as np
+
+    from dipo.integrations._kit.reward_funcs import check_reward_output
+
+    ok = [1.0, None, True, 0, np.float32(0.5), np.int64(1), np.bool_(False), torch.tensor(1.0)]
+    assert check_reward_output("f", ok) is ok
+    assert check_reward_output("f", (r for r in [1.0, 0.0])) == [1.0, 0.0]  # a generator is read once
+    array = np.array([1.0, 0.0])
+    assert check_reward_output("f", array) is array
+    check_reward_output("f", torch.tensor([True, False]))
+    for bad, match in [("10", "returned a str"), (1.0, "returned a float"), ([[1.0]], r"returned \[1.0\] \(list\)")]:
+        with pytest.raises(TypeError, match=rf"^X: reward function 'f' {match}"):
+            check_reward_output("f", bad, "X: ")
+    with pytest.raises(TypeError, match=r"returned 'a' \(str\) for completion 1"):
+        check_reward_output("f", np.array([1.0, "a"], dtype=object))
+
+
+def test_checked_reward_funcs_keep_their_kind_and_name():
+    import asyncio
+    import functools
+
+    from dipo.integrations._kit.reward_funcs import checked_reward_func, is_async_callable
+
+    def sync_reward(completions, scale):
+        """doc"""
+        return [scale] * len(completions)
+
+    async def async_reward(completions, scale):
+        return [str(scale)] * len(completions)
+
+    checked = checked_reward_func(functools.partial(sync_reward, scale=1.0), "mine", "T: ")
+    assert checked(["a", "b"]) == [1.0, 1.0] and checked.__name__ == "mine" and not is_async_callable(checked)
+    assert checked_reward_func(checked, "other") is checked  # wrapped once
+    checked_async = checked_reward_func(functools.partial(async_reward, scale=1.0), "later", "T: ")
+    assert is_async_callable(checked_async) and is_async_callable(functools.partial(async_reward, scale=2))
+    with pytest.raises(TypeError, match=r"^T: reward function 'later' returned '1.0' \(str\) for completion 0"):
+        asyncio.run(checked_async(["a"]))
+
+
+def test_dapo_overlong_penalty_by_hand():
+    """max 10 tokens, buffer 4, factor 0.5: no penalty up to 6 tokens, then −0.5 · (length − 6) / 4."""
+    from dipo.integrations._kit.rewards import OverlongPenalty
+
+    penalty = OverlongPenalty(max_resp_len=10, buffer_len=4, penalty_factor=0.5)
+    assert penalty(torch.tensor([5, 6, 8, 10])).tolist() == [0.0, 0.0, -0.25, -0.5]
+    assert penalty(torch.tensor([8])).dtype == torch.float64

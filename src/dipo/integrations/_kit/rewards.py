@@ -36,6 +36,22 @@ class VerifierRewards:
         return replace(self, rewards=self.rewards[rows].to(device), valid=self.valid[rows].to(device))
 
 
+@dataclass(frozen=True)
+class OverlongPenalty:
+    """DAPO's soft overlong penalty (DAPO Eq. 13) as verl's ``dapo`` reward manager adds it to the score (verl 0.9.1,
+    ``reward_manager/dapo.py``): ``min(-(length - (max_resp_len - buffer_len)) / buffer_len * penalty_factor, 0)``
+    for a response of ``length`` tokens — what :func:`compose_verifier_rewards` takes out as ``penalty``."""
+
+    max_resp_len: int
+    buffer_len: int
+    penalty_factor: float
+
+    def __call__(self, lengths: Tensor) -> Tensor:
+        """The penalty (<= 0) of responses with ``lengths`` tokens, as float64."""
+        exceed = lengths.double() - (self.max_resp_len - self.buffer_len)
+        return torch.clamp(-exceed / self.buffer_len * self.penalty_factor, max=0.0)
+
+
 def compose_verifier_rewards(
     columns: Tensor,
     weights: Tensor | None = None,

@@ -15,19 +15,15 @@ All algorithm logic (grouping, threshold, judgment, BRR, normalisation) lives in
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
 import math
-import numbers
 import os
 import warnings
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import datasets
-import numpy as np
 import torch
 from torch import Tensor
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -47,6 +43,7 @@ from dipo.integrations._kit import (
     step_metrics,
 )
 from dipo.integrations._kit.dynamic_sampling import kept_groups
+from dipo.integrations._kit.reward_funcs import checked_reward_func
 from dipo.integrations._kit.state import (
     DIPO_STATE_NAME,
     restore_dipo_state,
@@ -127,57 +124,6 @@ def _check_prompt_column(dataset: Any, name: str) -> None:
         )
 
 
-def _is_async_callable(func: Any) -> bool:
-    while isinstance(func, functools.partial):
-        func = func.func
-    call = type(func).__call__ if not inspect.isroutine(func) else None
-    return inspect.iscoroutinefunction(func) or (call is not None and inspect.iscoroutinefunction(call))
-
-
-def _check_reward_output(name: str, output: Any) -> Any:
-    """A reward function's return value, checked: a sequence with one real number (or None) per completion."""
-    if isinstance(output, (str, bytes, dict)) or not isinstance(output, (Sequence, Tensor, Iterable)):
-        raise TypeError(
-            f"DiPOTrainer: reward function {name!r} returned a {type(output).__name__}; a reward function must return "
-            "a list with one float (or None to skip) per completion."
-        )
-    if not isinstance(output, (Sequence, Tensor, np.ndarray)):  # a generator: read it once, hand TRL the list
-        output = list(output)
-    for index, value in enumerate(output):
-        if isinstance(value, Tensor):
-            ok = value.numel() == 1 and not value.is_complex()
-        else:  # None, Python/NumPy numbers and bools (NumPy's bool_ is not a numbers.Real)
-            ok = value is None or isinstance(value, numbers.Real) or getattr(value, "dtype", None) == np.bool_
-        if not ok:
-            raise TypeError(
-                f"DiPOTrainer: reward function {name!r} returned {value!r} ({type(value).__name__}) for completion "
-                f"{index}; a reward function must return one float (or None to skip) per completion, e.g. "
-                "[float(ok) for ok in checks]."
-            )
-    return output
-
-
-def _checked_reward_func(func: Any, name: str) -> Any:
-    """Wrap a callable reward function so that a bad return value raises a clear error naming it (TRL would fail
-    with an anonymous ``torch.tensor`` error); sync and async functions stay sync and async, TRL's name is kept."""
-    if getattr(func, "_dipo_checked", False):
-        return func
-    if _is_async_callable(func):
-
-        async def checked(*args: Any, **kwargs: Any) -> Any:
-            return _check_reward_output(name, await func(*args, **kwargs))
-    else:
-
-        def checked(*args: Any, **kwargs: Any) -> Any:
-            return _check_reward_output(name, func(*args, **kwargs))
-
-    checked.__name__ = checked.__qualname__ = name
-    checked.__doc__ = getattr(func, "__doc__", None)
-    checked._dipo_checked = True  # type: ignore[attr-defined]
-    checked.dipo_reward_func = func  # type: ignore[attr-defined]
-    return checked
-
-
 @dataclass
 class DiPOBatchRecord:
     """What DiPO saw and decided for the last training batch (global tensors unless marked local)."""
@@ -237,7 +183,7 @@ class DiPOTrainer(GRPOTrainer):
         if args.fast_generation:
             self._enable_fast_generation()
         self.reward_funcs = [
-            func if isinstance(func, torch.nn.Module) else _checked_reward_func(func, name)
+            func if isinstance(func, torch.nn.Module) else checked_reward_func(func, name, "DiPOTrainer: ")
             for func, name in zip(self.reward_funcs, self.reward_func_names, strict=True)
         ]
         self._dipo_verifier_columns = self._resolve_verifier_columns(args)

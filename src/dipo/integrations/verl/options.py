@@ -26,13 +26,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-from torch import Tensor
-
 from dipo.core import DiPOCoreConfig
 from dipo.core.config import CORE_OPTIONS
 from dipo.core.options import parse_bool
 from dipo.integrations._kit.logprobs import ppl_source_option
+from dipo.integrations._kit.rewards import OverlongPenalty
 
 #: ``log_probs`` choices, named as TRL's ``dipo_ppl_source`` (``dipo.integrations._kit.logprobs``): "auto" uses "old"
 #: (``old_log_probs``: π_old, recomputed by the actor before the update) and falls back to "sampling"
@@ -170,22 +168,6 @@ def check_filter_groups(algorithm_config: Any) -> None:
             f"{head}; trainer.v1.sampler.custom_sampler.path={custom!r} replaces verl's replay buffer, so the DiPO "
             "filter cannot run. Drop the custom sampler or set algorithm.filter_groups.enable=False."
         )
-
-
-@dataclass(frozen=True)
-class OverlongPenalty:
-    """DAPO's soft overlong penalty as verl's ``dapo`` reward manager adds it to the score (verl 0.9.1,
-    ``reward_manager/dapo.py``): ``min(-(length - (max_resp_len - buffer_len)) / buffer_len * penalty_factor, 0)``
-    for a response of ``length`` tokens."""
-
-    max_resp_len: int
-    buffer_len: int
-    penalty_factor: float
-
-    def __call__(self, lengths: Tensor) -> Tensor:
-        """The penalty (<= 0) of responses with ``lengths`` tokens, as float64."""
-        exceed = lengths.double() - (self.max_resp_len - self.buffer_len)
-        return torch.clamp(-exceed / self.buffer_len * self.penalty_factor, max=0.0)
 
 
 @dataclass(frozen=True)
