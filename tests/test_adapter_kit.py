@@ -233,3 +233,44 @@ def test_dapo_overlong_penalty_by_hand():
     penalty = OverlongPenalty(max_resp_len=10, buffer_len=4, penalty_factor=0.5)
     assert penalty(torch.tensor([5, 6, 8, 10])).tolist() == [0.0, 0.0, -0.25, -0.5]
     assert penalty(torch.tensor([8])).dtype == torch.float64
+
+
+# ----------------------------------------------------------------------------------------------- dynamic sampling
+def test_select_groups_takes_kept_groups_in_generation_order_and_drops_the_surplus():
+    from dipo.integrations._kit.dynamic_sampling import select_groups
+
+    keeps = [torch.tensor([True, False, False, True]), torch.tensor([False, True, True, True])]
+    selection = select_groups(keeps, 4)
+    assert selection.kept == [(0, 0), (0, 3), (1, 1), (1, 2)] and selection.fillers == []  # (1, 3) is surplus
+    short = select_groups([torch.tensor([False, True, False, False])], 4)
+    assert short.kept == [(0, 1)] and short.fillers == [(0, 0), (0, 2), (0, 3)]
+
+
+def test_queue_kept_groups_replaces_the_rounds_by_the_kept_groups():
+    """An earlier batch in the queue, two rounds of two groups of 2 stepped; kept: group 1 of round 0, group 0 of
+    round 1 -> the queue holds the earlier batch and one batch of those 4 responses."""
+    from dipo.integrations._kit.dynamic_sampling import queue_kept_groups
+
+    core = DiPO(DiPOCoreConfig(queue_batches=4))
+    core.queue.push(torch.tensor([0.5, 0.6], dtype=torch.float64), torch.tensor([True, False]))
+    saved = core.queue.state_dict()
+    rewards = torch.tensor([1.0, 0.0, 1.0, 1.0])
+    rounds = [core.step(rewards, torch.tensor([0.1, 0.2, 0.3, 0.4]), 2)]
+    rounds.append(core.step(rewards, torch.tensor([1.1, 1.2, 1.3, 1.4]), 2))
+    assert core.queue.num_batches == 3
+    queue_kept_groups(core, saved, rounds, [(0, 1), (1, 0)], 2)
+    log_ppl, correct = core.queue.values()
+    assert core.queue.num_batches == 2
+    assert log_ppl.tolist() == pytest.approx([0.5, 0.6, 0.3, 0.4, 1.1, 1.2])
+    assert correct.tolist() == [True, False, True, True, True, False]
+    queue_kept_groups(core, saved, rounds, [], 2)  # nothing kept: only the earlier batch
+    assert core.queue.num_batches == 1
+
+
+def test_run_step_names_the_adapter_in_input_errors():
+    verifier = compose_verifier_rewards(torch.tensor([1.0, 0.5, 0.0, 1.0]))  # 0.5: not binary
+    inputs = StepInputs(verifier, torch.tensor([0.2, 0.9, 0.3, 0.4]), 2)
+    with pytest.raises(ValueError, match=r"^Where: .*binary.* Fix it\.$"):
+        run_step(DiPO(DiPOCoreConfig()), inputs, "Where: ", " Fix it.")
+    with pytest.raises(ValueError, match=r"^(?!Where)"):  # no context given: the core's own error
+        run_step(DiPO(DiPOCoreConfig()), inputs)

@@ -19,14 +19,6 @@ G = 4
 
 
 # ---------------------------------------------------------------- plumbing (hand cases, no model)
-def test_select_groups_takes_kept_groups_in_generation_order_and_drops_the_surplus():
-    keeps = [torch.tensor([True, False, False, True]), torch.tensor([False, True, True, True])]
-    selection = select_groups(keeps, 4)
-    assert selection.kept == [(0, 0), (0, 3), (1, 1), (1, 2)] and selection.fillers == []  # (1, 3) is surplus
-    short = select_groups([torch.tensor([False, True, False, False])], 4)
-    assert short.kept == [(0, 1)] and short.fillers == [(0, 0), (0, 2), (0, 3)]
-
-
 def test_assemble_pads_each_round_and_masks_fillers():
     round0 = {
         "prompt_ids": torch.tensor([[5, 6], [5, 6], [7, 8], [7, 8]]),

@@ -60,12 +60,20 @@ class StepResult:
     delta: Tensor
 
 
-def run_step(core: DiPO, inputs: StepInputs) -> StepResult:
-    """One DiPO step (queue, PSD, judgment, BRR, α·A^r; spec §3–§7) on ``inputs``."""
+def run_step(core: DiPO, inputs: StepInputs, where: str = "", how_to_fix: str = "") -> StepResult:
+    """One DiPO step (queue, PSD, judgment, BRR, α·A^r; spec §3–§7) on ``inputs``.
+
+    The core's ``ValueError`` on bad inputs is re-raised as ``f"{where}{error}{how_to_fix}"`` (``where`` names the
+    adapter, e.g. ``"DiPOTrainer: "``; ``how_to_fix`` says how the framework's user sets DiPO options)."""
     verifier = inputs.verifier
-    out = core.step(
-        verifier.rewards, inputs.log_ppl, inputs.group_size, valid=verifier.valid, token_counts=inputs.token_counts
-    )
+    try:
+        out = core.step(
+            verifier.rewards, inputs.log_ppl, inputs.group_size, valid=verifier.valid, token_counts=inputs.token_counts
+        )
+    except ValueError as err:
+        if not (where or how_to_fix):
+            raise
+        raise ValueError(f"{where}{err}{how_to_fix}") from err
     return StepResult(inputs, out, out.advantage_delta)
 
 

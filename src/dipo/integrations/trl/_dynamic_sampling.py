@@ -1,20 +1,22 @@
 """Tensor plumbing of dynamic sampling in ``DiPOTrainer`` (``docs/trl.md`` "Dynamic sampling").
 
-The rule itself (which groups to keep) is :func:`dipo.core.groups_to_keep`; this module only (1) draws the prompts of
-a refill round, (2) pads and concatenates TRL's per-row batch tensors of several generation rounds and (3) picks the
-rows of the chosen groups. Every function is deterministic and identical on every process.
+The rules (which groups to keep, which fill the batch) are :func:`dipo.core.groups_to_keep` and
+:func:`dipo.integrations._kit.dynamic_sampling.select_groups`; this module only (1) draws the prompts of a refill
+round, (2) pads and concatenates TRL's per-row batch tensors of several generation rounds and (3) picks the rows of
+the chosen groups. Every function is deterministic and identical on every process.
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 from trl.trainer.utils import RepeatSampler
+
+from dipo.integrations._kit.dynamic_sampling import Selection, select_groups
 
 #: TRL's per-row batch tensors that dynamic sampling can re-assemble: key -> (padding side, padding value); ``None``
 #: as value means the tokenizer's pad token id. Any other per-row key (images, ...) is refused.
@@ -64,23 +66,6 @@ def pad_to(tensor: Tensor, width: int, side: str, value: float) -> Tensor:
         return tensor
     pad = tensor.new_full((tensor.size(0), width - tensor.size(1), *tensor.shape[2:]), value)
     return torch.cat([pad, tensor] if side == "left" else [tensor, pad], dim=1)
-
-
-@dataclass
-class Selection:
-    """The groups of the final batch: ``(round, group)`` pairs, kept groups first, then fillers (no loss)."""
-
-    kept: list[tuple[int, int]]
-    fillers: list[tuple[int, int]]
-
-
-def select_groups(keeps: list[Tensor], target: int) -> Selection:
-    """The first ``target`` kept groups in generation order (surplus dropped, as verl does); if fewer were kept,
-    fillers from the dropped groups (in generation order) complete the batch."""
-    kept = [(r, int(g)) for r, keep in enumerate(keeps) for g in keep.nonzero().flatten()]
-    dropped = [(r, int(g)) for r, keep in enumerate(keeps) for g in (~keep).nonzero().flatten()]
-    kept = kept[:target]
-    return Selection(kept=kept, fillers=dropped[: target - len(kept)])
 
 
 def assemble(

@@ -42,7 +42,7 @@ from dipo.integrations._kit import (
     run_step,
     step_metrics,
 )
-from dipo.integrations._kit.dynamic_sampling import kept_groups
+from dipo.integrations._kit.dynamic_sampling import kept_groups, queue_kept_groups
 from dipo.integrations._kit.reward_funcs import checked_reward_func
 from dipo.integrations._kit.state import (
     DIPO_STATE_NAME,
@@ -53,7 +53,6 @@ from dipo.integrations._kit.state import (
 )
 from dipo.integrations.trl._dynamic_sampling import (
     ROW_KEYS,
-    Selection,
     assemble,
     check_batch_keys,
     refill_rows,
@@ -345,8 +344,8 @@ class DiPOTrainer(GRPOTrainer):
         start = self.accelerator.process_index * local
         output = {key: value[start : start + local] for key, value in batch.items()}
         output["num_items_in_batch"] = loss_mask.sum()  # TRL's global loss-token count, of the final batch
-        if queue_state is not None:
-            self._ds_queue_kept(queue_state, records, selection)
+        if queue_state is not None:  # dipo_ds_queue="kept"
+            queue_kept_groups(self.dipo, queue_state, [r.output for r in records], selection.kept, group_size)
         kept, by_brr = sum(int(k.sum()) for k in keeps), sum(int(k.sum()) for k in realloc_only)
         values = ds_metrics(len(rounds), kept, sum(k.numel() for k in keeps) - kept, by_brr)
         values["dipo/ds_filler_groups"] = float(len(selection.fillers))
@@ -428,21 +427,6 @@ class DiPOTrainer(GRPOTrainer):
                 TRUNCATION_WARN_EVERY_STEPS,
             )
 
-    def _ds_queue_kept(
-        self, queue_state: dict[str, Any], records: list[DiPOBatchRecord | None], selection: Selection
-    ) -> None:
-        """``dipo_ds_queue='kept'``: replace the step's rounds in the PPL queue by one batch, the kept groups'."""
-        group_size = self.num_generations
-        log_ppl, correct = [], []
-        for round_index, group in selection.kept:
-            out = records[round_index].output
-            rows = slice(group * group_size, (group + 1) * group_size)
-            log_ppl.append(out.log_ppl[rows])
-            correct.append(out.correct[rows])
-        self.dipo.queue.load_state_dict(queue_state)
-        if log_ppl:
-            self.dipo.queue.push(torch.cat(log_ppl), torch.cat(correct))
-
     # ------------------------------------------------------------------ DiPO post-processing
     @profiling_decorator
     def _apply_dipo(self, output: dict[str, Any], rewards_per_func: Tensor | None) -> None:
@@ -474,10 +458,8 @@ class DiPOTrainer(GRPOTrainer):
         if self.dipo is not None:
             # realloc_normalizer="separate" counts the α term's own normaliser in tokens for token-normalised losses
             counts = token_counts if self.loss_type in TOKEN_NORMALISED_LOSSES else None
-            try:
-                result = run_step(self.dipo, StepInputs(verifier, log_ppl, self.num_generations, counts))
-            except ValueError as err:  # the options were validated by DiPOConfig; these are input errors
-                raise ValueError(f"DiPOTrainer: {err}") from err
+            # the options were validated by DiPOConfig: an error here is an input error
+            result = run_step(self.dipo, StepInputs(verifier, log_ppl, self.num_generations, counts), "DiPOTrainer: ")
             out = result.output
             if self.args.dipo_logs_diagnostics:
                 for key, value in step_metrics(result).items():

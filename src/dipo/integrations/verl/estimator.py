@@ -284,10 +284,8 @@ def compute_dipo_outcome_advantage(
     if not options.count_tokens:
         loss_counts = torch.ones_like(loss_counts)
     inputs = StepInputs(laid_out, log_ppl, layout.group_size, loss_counts, layout.num_inactive_rows)
-    try:
-        result = run_step(state.core, inputs)
-    except ValueError as err:
-        raise ValueError(f"dipo estimator (verl): {err} Set DiPO options as +algorithm.dipo.<name>=<value>.") from err
+    hint = " Set DiPO options as +algorithm.dipo.<name>=<value>."
+    result = run_step(state.core, inputs, "dipo estimator (verl): ", hint)
     # Base advantage: verl's GRPO of the rewards it trains on (overlong penalty included); it is out.base_advantages
     # whenever the verifier reward is the score.
     scores = token_level_rewards.sum(dim=-1).double()[order]

@@ -23,7 +23,7 @@ from dipo.integrations._kit import state as kit_state
 from dipo.integrations._kit.state import DIPO_STATE_NAME, state_path  # noqa: F401  (DIPO_STATE_NAME re-exported)
 from dipo.integrations.verl.dynamic_sampling import confirmed_reallocations, make_dipo_aware
 from dipo.integrations.verl.estimator import ESTIMATOR_NAME, EstimatorState, get_estimator_state
-from dipo.integrations.verl.options import config_get, filter_groups_enabled, parse_dipo_options
+from dipo.integrations.verl.options import config_get, filter_groups_enabled, parse_dipo_options, verl_option_name
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def load_dipo_state(state: EstimatorState, checkpoint_folder: str) -> bool:
     checkpoint written without a DiPO trainer mode). An unreadable file, or options that give the queue's labels
     another meaning (``reward_mode``, ``correct_threshold``, ``queue_batches``), raise a ``ValueError`` that names the
     file and says how to proceed; other changed options warn."""
-    if kit_state.restore_dipo_state(state.core, checkpoint_folder, lambda k: f"algorithm.dipo.{k}") is None:
+    if kit_state.restore_dipo_state(state.core, checkpoint_folder, verl_option_name) is None:
         logger.warning(
             "dipo: %s not found; the DiPO PPL queue starts empty after this resume (spec §4). Checkpoints written "
             "by a non-DiPO trainer mode do not contain it.",
