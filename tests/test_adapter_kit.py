@@ -274,3 +274,46 @@ def test_run_step_names_the_adapter_in_input_errors():
         run_step(DiPO(DiPOCoreConfig()), inputs, "Where: ", " Fix it.")
     with pytest.raises(ValueError, match=r"^(?!Where)"):  # no context given: the core's own error
         run_step(DiPO(DiPOCoreConfig()), inputs)
+
+
+def test_verifier_reward_problems_name_the_column_by_hand():
+    from dipo.integrations._kit.rewards import infinite_verifier_value, non_binary_verifier_reward
+
+    nan, inf = float("nan"), float("inf")
+    columns = torch.tensor([[1.0, nan], [0.0, inf]])
+    expected = "reward function 'fmt' returned inf for completion 1 of the batch"
+    assert infinite_verifier_value(columns, ["acc", "fmt"]) == expected
+    assert infinite_verifier_value(columns[:1], ["acc", "fmt"]) is None  # NaN: skipped, not infinite
+    columns = torch.tensor([[1.0, 0.0], [1.0, 0.5], [0.0, 0.5], [nan, nan]])
+    weights = torch.tensor([1.0, 2.0])
+    verifier = compose_verifier_rewards(columns, weights)  # R = 1, 2, 1, 0 (last row invalid)
+    assert non_binary_verifier_reward(columns, weights, verifier.rewards, verifier.valid, ["acc", "fmt"]) == (
+        "completion 1 of the batch gets 2 from acc=1, fmt=0.5 (weight 2) (1 such completions; reward function(s) "
+        "['fmt'] returned values outside {0, 1})"
+    )
+    binary = torch.tensor([[1.0, 1.0], [0.0, 1.0]])
+    summed = compose_verifier_rewards(binary)  # R = 2, 1: every column is 0/1, their sum is not
+    problem = non_binary_verifier_reward(binary, torch.ones(2), summed.rewards, summed.valid, ["a", "b"])
+    assert problem.endswith("each function is 0/1 but their weighted sum is not)")
+    ok = compose_verifier_rewards(torch.tensor([1.0, 0.0]))
+    assert non_binary_verifier_reward(torch.tensor([[1.0], [0.0]]), torch.ones(1), ok.rewards, ok.valid, ["a"]) is None
+
+
+def test_free_registry_slot_replaces_only_dipos_own_entry():
+    import types
+
+    from dipo.integrations._kit.registry import free_registry_slot
+
+    def entry():
+        pass
+
+    reloaded = types.FunctionType(entry.__code__, {}, "entry")  # same module and qualified name, another object
+    reloaded.__module__, reloaded.__qualname__ = entry.__module__, entry.__qualname__
+    registry = {"dipo": reloaded}
+    free_registry_slot(registry, "dipo", entry, "estimator")
+    assert registry == {}
+    free_registry_slot(registry, "dipo", entry, "estimator")  # nothing there: nothing to do
+    registry = {"dipo": print}
+    with pytest.raises(ValueError, match=r"^estimator 'dipo' is already registered to .*not DiPO's"):
+        free_registry_slot(registry, "dipo", entry, "estimator")
+    assert registry == {"dipo": print}

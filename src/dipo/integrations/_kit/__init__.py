@@ -13,7 +13,12 @@ The contract is written up in ``docs/integrating.md``; ``tests/test_adapter_conf
 """
 
 from dipo.integrations._kit.logprobs import LEGACY_PPL_SOURCES, PPL_SOURCES, choose_log_probs, ppl_source_option
-from dipo.integrations._kit.rewards import VerifierRewards, compose_verifier_rewards
+from dipo.integrations._kit.rewards import (
+    VerifierRewards,
+    compose_verifier_rewards,
+    infinite_verifier_value,
+    non_binary_verifier_reward,
+)
 from dipo.integrations._kit.state import (
     DIPO_STATE_NAME,
     core_state,
@@ -44,6 +49,8 @@ __all__ = [
     "compose_verifier_rewards",
     "core_state",
     "ds_metrics",
+    "infinite_verifier_value",
+    "non_binary_verifier_reward",
     "ppl_source_option",
     "restore_dipo_state",
     "run_step",

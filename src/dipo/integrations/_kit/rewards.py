@@ -11,6 +11,8 @@ The base advantage the framework trains on keeps the shaping.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -85,3 +87,44 @@ def compose_verifier_rewards(
             rewards = torch.where((rewards - snapped).abs() <= SNAP_TOLERANCE, snapped, rewards)
     rewards = torch.where(valid, rewards, torch.zeros_like(rewards))
     return VerifierRewards(rewards, valid, frac, source)
+
+
+def infinite_verifier_value(columns: Tensor, names: Sequence[str]) -> str | None:
+    """The first infinite value of the verifier columns ``[N, K]`` (named ``names``), said as "reward function 'f'
+    returned inf for completion 3 of the batch"; ``None`` if all are finite (NaN: a skipped row)."""
+    infinite = torch.isinf(columns)
+    if not bool(infinite.any()):
+        return None
+    row, col = (int(v) for v in infinite.nonzero()[0])
+    return f"reward function {names[col]!r} returned {columns[row, col].item()} for completion {row} of the batch"
+
+
+def non_binary_verifier_reward(
+    columns: Tensor, weights: Tensor, rewards: Tensor, valid: Tensor, names: Sequence[str]
+) -> str | None:
+    """Why R (the weighted sum ``rewards`` of the verifier columns ``[N, K]``) is not 0/1 on some valid row: the first
+    such row, the column values behind it and the culprit (columns that are not 0/1 themselves, or their weights);
+    ``None`` if R is 0/1 on every valid row."""
+    bad = valid & (rewards != 0) & (rewards != 1)
+    if not bool(bad.any()):
+        return None
+    row = int(bad.nonzero()[0])
+    parts = [
+        f"{name}={columns[row, k].item():g}" + ("" if weights[k] == 1 else f" (weight {weights[k].item():g})")
+        for k, name in enumerate(names)
+        if not math.isnan(columns[row, k].item())
+    ]
+    non_binary = [
+        name
+        for k, name in enumerate(names)
+        if bool((valid & ~torch.isnan(columns[:, k]) & (columns[:, k] != 0) & (columns[:, k] != 1)).any())
+    ]
+    culprit = (
+        f"reward function(s) {non_binary} returned values outside {{0, 1}}"
+        if non_binary
+        else "each function is 0/1 but their weighted sum is not"
+    )
+    return (
+        f"completion {row} of the batch gets {rewards[row].item():g} from {', '.join(parts)} ({int(bad.sum())} such "
+        f"completions; {culprit})"
+    )

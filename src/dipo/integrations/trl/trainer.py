@@ -39,6 +39,8 @@ from dipo.integrations._kit import (
     choose_log_probs,
     compose_verifier_rewards,
     ds_metrics,
+    infinite_verifier_value,
+    non_binary_verifier_reward,
     run_step,
     step_metrics,
 )
@@ -560,35 +562,16 @@ class DiPOTrainer(GRPOTrainer):
     def _check_verifier_rewards(self, per_func: Tensor, weights: Tensor, rewards: Tensor, valid: Tensor) -> None:
         """Name the reward function behind a verifier reward DiPO cannot use (infinite, or not 0/1 in binary mode)."""
         names = [self.reward_func_names[i] for i in self._dipo_verifier_columns]
-        infinite = torch.isinf(per_func)
-        if bool(infinite.any()):
-            row, col = (int(v) for v in infinite.nonzero()[0])
+        infinite = infinite_verifier_value(per_func, names)
+        if infinite is not None:
             raise ValueError(
-                f"DiPOTrainer: reward function {names[col]!r} returned {per_func[row, col].item()} for completion "
-                f"{row} of the batch; DiPO's verifier reward ({self._verifier_description()}) must be finite. Return "
-                "None for completions the function cannot score."
+                f"DiPOTrainer: {infinite}; DiPO's verifier reward ({self._verifier_description()}) must be finite. "
+                "Return None for completions the function cannot score."
             )
-        if self.args.dipo_reward_mode != "binary":
+        binary = self.args.dipo_reward_mode == "binary"
+        problem = non_binary_verifier_reward(per_func, weights, rewards, valid, names) if binary else None
+        if problem is None:
             return
-        bad = valid & (rewards != 0) & (rewards != 1)
-        if not bool(bad.any()):
-            return
-        row = int(bad.nonzero()[0])
-        parts = [
-            f"{name}={per_func[row, k].item():g}" + ("" if weights[k] == 1 else f" (weight {weights[k].item():g})")
-            for k, name in enumerate(names)
-            if not math.isnan(per_func[row, k].item())
-        ]
-        non_binary = [
-            name
-            for k, name in enumerate(names)
-            if bool((valid & ~torch.isnan(per_func[:, k]) & (per_func[:, k] != 0) & (per_func[:, k] != 1)).any())
-        ]
-        culprit = (
-            f"reward function(s) {non_binary} returned values outside {{0, 1}}"
-            if non_binary
-            else "each function is 0/1 but their weighted sum is not"
-        )
         other = [n for i, n in enumerate(self.reward_func_names) if i not in self._dipo_verifier_columns]
         hint = (
             "set dipo_verifier_reward_funcs to the reward function(s) that decide correctness, e.g. "
@@ -597,9 +580,8 @@ class DiPOTrainer(GRPOTrainer):
             else "make the reward function return 0/1"
         )
         raise ValueError(
-            f"DiPOTrainer: dipo_reward_mode='binary' needs DiPO's verifier reward in {{0, 1}}, but completion {row} "
-            f"of the batch gets {rewards[row].item():g} from {', '.join(parts)} ({int(bad.sum())} such completions; "
-            f"{culprit}). DiPO's verifier reward is {self._verifier_description()}"
+            f"DiPOTrainer: dipo_reward_mode='binary' needs DiPO's verifier reward in {{0, 1}}, but {problem}. DiPO's "
+            f"verifier reward is {self._verifier_description()}"
             + (f"; not included: {other}" if other else "")
             + f". To fix: {hint}, or use dipo_reward_mode='graded' with dipo_correct_threshold for graded rewards."
         )

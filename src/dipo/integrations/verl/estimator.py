@@ -36,6 +36,7 @@ from dipo.integrations._kit import (
     step_metrics,
 )
 from dipo.integrations._kit.layout import GroupLayout, group_rows
+from dipo.integrations._kit.registry import free_registry_slot
 from dipo.integrations.verl.context import ESTIMATOR_NAME, current_batch, current_non_tensor_batch
 from dipo.integrations.verl.options import VERIFIER_KEYS, DiPOVerlOptions, parse_dipo_options
 
@@ -303,16 +304,6 @@ def register_estimator() -> None:
     """Register :func:`compute_dipo_outcome_advantage` as verl's ``dipo`` estimator (idempotent on re-import)."""
     from verl.trainer.ppo import core_algos
 
-    existing = core_algos.ADV_ESTIMATOR_REGISTRY.get(ESTIMATOR_NAME)
-    if existing is not None and existing is not compute_dipo_outcome_advantage:
-        same_function = (
-            getattr(existing, "__module__", None) == __name__
-            and getattr(existing, "__qualname__", None) == compute_dipo_outcome_advantage.__qualname__
-        )
-        if not same_function:
-            raise ValueError(
-                f"verl already has an advantage estimator named {ESTIMATOR_NAME!r} ({existing!r}) that is not "
-                "DiPO's; remove the other plugin or rename it."
-            )
-        del core_algos.ADV_ESTIMATOR_REGISTRY[ESTIMATOR_NAME]  # a reloaded copy of this module
+    registry = core_algos.ADV_ESTIMATOR_REGISTRY
+    free_registry_slot(registry, ESTIMATOR_NAME, compute_dipo_outcome_advantage, "verl advantage estimator")
     core_algos.register_adv_est(ESTIMATOR_NAME)(compute_dipo_outcome_advantage)

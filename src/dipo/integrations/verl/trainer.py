@@ -20,6 +20,7 @@ from verl.trainer.ppo.v1 import PPOTrainerColocateAsync, PPOTrainerSeparateAsync
 from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY, register_trainer
 
 from dipo.integrations._kit import state as kit_state
+from dipo.integrations._kit.registry import free_registry_slot
 from dipo.integrations._kit.state import DIPO_STATE_NAME, state_path  # noqa: F401  (DIPO_STATE_NAME re-exported)
 from dipo.integrations.verl.dynamic_sampling import confirmed_reallocations, make_dipo_aware
 from dipo.integrations.verl.estimator import ESTIMATOR_NAME, EstimatorState, get_estimator_state
@@ -198,9 +199,5 @@ DIPO_TRAINERS: dict[str, type] = {
 def register_trainers() -> None:
     """Register the ``dipo_*`` trainer modes in verl's v1 trainer registry (idempotent on re-import)."""
     for name, cls in DIPO_TRAINERS.items():
-        existing = TRAINER_REGISTRY.get(name)
-        if existing is not None and existing is not cls:
-            if (existing.__module__, existing.__qualname__) != (cls.__module__, cls.__qualname__):
-                raise ValueError(f"verl trainer mode {name!r} is already registered to {existing!r}.")
-            del TRAINER_REGISTRY[name]  # a reloaded copy of this module
+        free_registry_slot(TRAINER_REGISTRY, name, cls, "verl trainer mode")
         register_trainer(name)(cls)
