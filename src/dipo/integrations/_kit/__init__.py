@@ -3,11 +3,12 @@
 
 * :mod:`.step` — :class:`StepInputs` the adapter fills, :func:`run_step`, :func:`step_metrics` (one ``dipo/*`` set);
 * :mod:`.logprobs` — the log-prob source option (``auto`` / ``old`` / ``sampling`` / ``forward``) and its policy;
-* :mod:`.rewards` — the verifier reward R, with DAPO's overlong shaping taken out;
+* :mod:`.rewards` — the verifier reward R, with DAPO's overlong shaping taken out (:class:`~.rewards.OverlongPenalty`),
+  and which verifier column makes R unusable; :mod:`.reward_funcs` — reward functions' outputs checked;
 * :mod:`.state` — the ``dipo_state.pt`` format (save / restore, earlier formats still read);
 * :mod:`.versions` — the framework version check (needs ``packaging``, which every framework installs);
 * :mod:`.layout` — the framework's rows to contiguous groups and back; :mod:`.dynamic_sampling` — the DiPO-aware
-  keep rule and the read-only BRR prediction of a filter that decides before the step.
+  keep rule, the batch selection and the queue of the kept groups; :mod:`.registry` — idempotent plugin registration.
 
 The contract is written up in ``docs/integrating.md``; ``tests/test_adapter_conformance.py`` checks every adapter.
 """
