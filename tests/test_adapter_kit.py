@@ -317,3 +317,14 @@ def test_free_registry_slot_replaces_only_dipos_own_entry():
     with pytest.raises(ValueError, match=r"^estimator 'dipo' is already registered to .*not DiPO's"):
         free_registry_slot(registry, "dipo", entry, "estimator")
     assert registry == {"dipo": print}
+
+
+def test_the_filters_threshold_follows_the_runs_threshold_rule():
+    """Regression: the kit's read-only τ* (verl's dynamic-sampling filter) used the paper's rule whatever
+    ``threshold_rule`` said. Queue as in tests/test_core_dipo.py: "error" cuts at 0.85, "balanced" at 0.35."""
+    from dipo.integrations._kit.dynamic_sampling import reallocation_threshold
+
+    s = torch.arange(1, 11, dtype=torch.float64) / 10
+    core = DiPO(DiPOCoreConfig(judgment=False, threshold_rule="balanced"))
+    core.queue.push(s, torch.tensor([1, 1, 1, 0, 1, 1, 1, 1, 0, 1]).bool())
+    assert reallocation_threshold(core) == pytest.approx(0.35)
