@@ -16,8 +16,8 @@ from dipo.tasks.data import (
     convert_rows,
     get_field,
     iter_batches,
+    load_dataset_rows,
     load_records,
-    load_task_rows,
     normalize_prompt,
 )
 
@@ -105,7 +105,7 @@ def test_iter_batches() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# load_task_rows: the part every task loader shares (read, convert, name the file / row / field on an error)
+# load_dataset_rows: the part every task loader shares (read, convert, name the file / row / field on an error)
 
 
 def _question_row(row: RawRow) -> TaskRow:
@@ -119,23 +119,23 @@ def _question_row(row: RawRow) -> TaskRow:
 def test_load_task_rows_reads_and_converts(tmp_path) -> None:
     path = tmp_path / "qa.jsonl"
     path.write_text(json.dumps({"q": "one", "a": "1"}) + "\n\n" + json.dumps({"q": "two", "a": 2}) + "\n")
-    rows = load_task_rows(path, _question_row)
+    rows = load_dataset_rows(path, _question_row)
     assert [(r.prompt, r.answer, r.id, r.source) for r in rows] == [
         ("one", "1", "qa-0", str(path)),
         ("two", "2", "qa-1", str(path)),
     ]
-    assert [r.id for r in load_task_rows(path, _question_row, name="my/data.jsonl", limit=1)] == ["data-0"]
-    assert load_task_rows(path, _question_row, name="my data")[0].source == "my data"
+    assert [r.id for r in load_dataset_rows(path, _question_row, name="my/data.jsonl", limit=1)] == ["data-0"]
+    assert load_dataset_rows(path, _question_row, name="my data")[0].source == "my data"
 
 
 def test_load_task_rows_bad_file_names_the_file_and_line(tmp_path) -> None:
     path = tmp_path / "qa.jsonl"
     path.write_text(json.dumps({"q": "one", "a": "1"}) + "\n" + '{"q": "two", "a": \n')
     with pytest.raises(DataFieldError, match=rf"^{path}: row line 2, field '<json>': not valid JSON"):
-        load_task_rows(path, _question_row)
+        load_dataset_rows(path, _question_row)
     (tmp_path / "qa.csv").write_text("q,a\none,1\n")
     with pytest.raises(ValueError, match=r"qa.csv: unsupported file type; use .jsonl, .json, .jsonl.gz or .parquet"):
-        load_task_rows(tmp_path / "qa.csv", _question_row)
+        load_dataset_rows(tmp_path / "qa.csv", _question_row)
 
 
 def test_load_task_rows_missing_column_names_row_field_and_the_keys_present(tmp_path) -> None:
@@ -144,7 +144,7 @@ def test_load_task_rows_missing_column_names_row_field_and_the_keys_present(tmp_
     with pytest.raises(
         DataFieldError, match=r"qa.jsonl: row 1, field 'q': missing \(available: \['a', 'question'\]\); set the field"
     ):
-        load_task_rows(path, _question_row)
+        load_dataset_rows(path, _question_row)
 
 
 def test_load_task_rows_bad_row_raises_or_is_skipped_up_to_the_ceiling(tmp_path, caplog) -> None:
@@ -152,25 +152,25 @@ def test_load_task_rows_bad_row_raises_or_is_skipped_up_to_the_ceiling(tmp_path,
     rows = [{"q": f"q{i}", "a": str(i)} for i in range(3)] + [{"q": "bad", "a": "three"}]
     path.write_text("\n".join(json.dumps(r) for r in rows))
     with pytest.raises(DataFieldError, match=r"qa.jsonl: row 3, field 'a': 'three' is not a number; give the answer"):
-        load_task_rows(path, _question_row)
+        load_dataset_rows(path, _question_row)
     with pytest.raises(ValueError, match=r"1 of 4 rows are broken \(25% > max_skip_fraction=5%\).*row 3"):
-        load_task_rows(path, _question_row, on_error="skip")
+        load_dataset_rows(path, _question_row, on_error="skip")
     with caplog.at_level(logging.WARNING):
-        kept = load_task_rows(path, _question_row, on_error="skip", max_skip_fraction=0.5)
+        kept = load_dataset_rows(path, _question_row, on_error="skip", max_skip_fraction=0.5)
     assert [r.answer for r in kept] == ["0", "1", "2"] and "skipped 1 of 4 rows" in caplog.text
     path.write_text(json.dumps({"q": [{"role": "user"}], "a": "1"}))  # a message without content
     with pytest.raises(DataFieldError, match=r"row 0, field 'q': expected a string or a list of chat messages"):
-        load_task_rows(path, _question_row)
+        load_dataset_rows(path, _question_row)
 
 
 def test_load_task_rows_empty_file_gives_no_rows(tmp_path) -> None:
     """An empty (or blank) JSON-lines file has no rows; the callers (dipo train / probe / eval) say "no rows"."""
     for text in ("", "\n\n"):
         (tmp_path / "empty.jsonl").write_text(text)
-        assert load_task_rows(tmp_path / "empty.jsonl", _question_row) == []
+        assert load_dataset_rows(tmp_path / "empty.jsonl", _question_row) == []
     (tmp_path / "empty.json").write_text("")
     with pytest.raises(DataFieldError, match=r"empty.json: row line 1, field '<json>': not valid JSON"):
-        load_task_rows(tmp_path / "empty.json", _question_row)
+        load_dataset_rows(tmp_path / "empty.json", _question_row)
 
 
 def test_raw_row_reads_dotted_fields_and_ids() -> None:

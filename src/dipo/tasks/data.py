@@ -247,7 +247,7 @@ class RawRow:
         return DataFieldError(self.source, self.index, field_name, problem)
 
 
-def load_task_rows(
+def load_dataset_rows(
     source: str | Path,
     convert: Callable[[RawRow], TaskRow],
     *,

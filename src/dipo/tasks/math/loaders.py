@@ -15,8 +15,8 @@ from dipo.tasks.data import (
     RawRow,
     TaskRow,
     convert_rows,
+    load_dataset_rows,
     load_records,
-    load_task_rows,
 )
 from dipo.tasks.math.extract import gold_from_gsm8k, gold_from_solution
 from dipo.tasks.math.prompts import MATH_INSTRUCTION, build_math_prompt
@@ -145,7 +145,7 @@ def load_math_dataset(
             prompt = build_math_prompt(prompt, instruction)
         return TaskRow(prompt=prompt, answer=gold, id=row_id, source=Path(row.source).stem or row.source)
 
-    return load_task_rows(
+    return load_dataset_rows(
         source,
         convert,
         split=split,

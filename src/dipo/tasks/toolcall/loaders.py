@@ -13,8 +13,8 @@ from dipo.tasks.data import (
     OnError,
     RawRow,
     TaskRow,
+    load_dataset_rows,
     load_records,
-    load_task_rows,
     normalize_prompt,
 )
 from dipo.tasks.toolcall.prompts import build_toolcall_prompt, validate_tools
@@ -88,7 +88,9 @@ def load_bfcl(
 
     if limit is not None and limit < 1:
         return []  # as the slice of the questions did (load_records takes a limit >= 1)
-    return load_task_rows(folder / where, convert, name=where, limit=limit, on_error=on_error, max_skip_fraction=0.01)
+    return load_dataset_rows(
+        folder / where, convert, name=where, limit=limit, on_error=on_error, max_skip_fraction=0.01
+    )
 
 
 def load_toolcall_dataset(
@@ -120,7 +122,7 @@ def load_toolcall_dataset(
         meta = {"tools": json.dumps(tools), "category": category}
         return TaskRow(prompt=messages, answer=json.dumps(gold), id=row_id, source=Path(row.source).stem, meta=meta)
 
-    return load_task_rows(
+    return load_dataset_rows(
         source,
         convert,
         split=split,
