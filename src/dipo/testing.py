@@ -15,10 +15,9 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedTokenizerFast
 
-from dipo.tiny_model import build_decoder
+from dipo.tiny_model import build_decoder, build_word_tokenizer
 
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<unk>"]
 WORDS = [
@@ -41,13 +40,9 @@ VOCAB = SPECIAL_TOKENS + WORDS  # 26 tokens; the model's vocab is padded to 32
 
 
 def build_tokenizer() -> Any:
-    """A word-level fast tokenizer over ``VOCAB`` (whitespace-split; decodes with spaces)."""
-    tok = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(VOCAB)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins tokens with spaces
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>", padding_side="left"
-    )
+    """A word-level fast tokenizer over ``VOCAB`` (whitespace-split; decodes with spaces;
+    :func:`dipo.tiny_model.build_word_tokenizer`)."""
+    return build_word_tokenizer(VOCAB, unk_token="<unk>")
 
 
 def build_tiny_model(seed: int = 0, vocab_size: int = 32, hidden_size: int = 16, num_layers: int = 1) -> Any:
