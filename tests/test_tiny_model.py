@@ -82,3 +82,13 @@ def test_one_word_tokenizer_serves_the_tests_and_the_benchmark(monkeypatch):
     assert bench_tok("w2 w39 nope").input_ids == [2, 39, 0] and len(bench_tok) == 40
     for tok in (tests_tok, bench_tok):
         assert (tok.pad_token_id, tok.eos_token_id, tok.padding_side) == (0, 1, "left")
+
+
+def test_tiny_model_dir_with_and_without_a_chat_template(tmp_path):
+    from dipo.testing import CHAT_TEMPLATE, build_tiny_model_dir, load_tiny
+
+    _, plain = load_tiny(build_tiny_model_dir(tmp_path / "plain"))
+    model, chat = load_tiny(build_tiny_model_dir(tmp_path / "chat", chat_template=CHAT_TEMPLATE))
+    assert plain.chat_template is None and chat.chat_template == CHAT_TEMPLATE
+    assert chat.apply_chat_template([{"role": "user", "content": "what is 7"}], tokenize=False) == "what is 7 "
+    assert model.config.vocab_size == 32

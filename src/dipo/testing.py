@@ -66,12 +66,22 @@ def build_tiny_model(seed: int = 0, vocab_size: int = 32, hidden_size: int = 16,
     return model
 
 
-def build_tiny_model_dir(path: str | Path, seed: int = 0, **model_kwargs: Any) -> Path:
-    """Save a tiny model and its tokenizer to ``path`` (created) and return the path."""
+#: A minimal chat template (messages' contents, space-separated) for tests that need a tokenizer with one.
+CHAT_TEMPLATE = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
+
+
+def build_tiny_model_dir(
+    path: str | Path, seed: int = 0, chat_template: str | None = None, **model_kwargs: Any
+) -> Path:
+    """Save a tiny model and its tokenizer (with ``chat_template``, e.g. :data:`CHAT_TEMPLATE`, if given) to
+    ``path`` (created) and return the path."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     build_tiny_model(seed=seed, **model_kwargs).save_pretrained(path)
-    build_tokenizer().save_pretrained(path)
+    tokenizer = build_tokenizer()
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
+    tokenizer.save_pretrained(path)
     return path
 
 
