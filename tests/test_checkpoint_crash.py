@@ -46,7 +46,6 @@ TRAIN_OPTIONS = [
     "--learning_rate", "0.05", "--report_to", "none", "--use_cpu", "true", "--disable_tqdm", "true",
     "--preset", "dipo", "--mask_truncated_completions", "false", "--dipo_queue_batches", "2", "--seed", "0",
 ]  # fmt: skip
-CHAT_TEMPLATE = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
@@ -57,15 +56,10 @@ class Crash(BaseException):
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
     """A tiny model with a chat template and 8 math rows (the tiny model gets some of them right)."""
-    from transformers import PreTrainedTokenizerFast
-
-    from trl_helpers import build_tiny_model_dir
+    from dipo.testing import CHAT_TEMPLATE, build_tiny_model_dir
 
     root = tmp_path_factory.mktemp("crash")
-    build_tiny_model_dir(root / "tiny")
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(root / "tiny")
-    tokenizer.chat_template = CHAT_TEMPLATE
-    tokenizer.save_pretrained(root / "tiny")
+    build_tiny_model_dir(root / "tiny", chat_template=CHAT_TEMPLATE)
     rows = [{"prompt": f"what is {i} plus 0", "answer": str(i)} for i in range(8)]
     (root / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root

@@ -26,23 +26,15 @@ TRAIN_OPTIONS = [
 ]  # fmt: skip
 
 
-CHAT_TEMPLATE = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
     """A tiny model folder without chat template (``tiny``), the same with a chat template (``tiny_chat``) and a
     small math dataset."""
-    from transformers import PreTrainedTokenizerFast
-
-    from trl_helpers import build_tiny_model_dir
+    from dipo.testing import CHAT_TEMPLATE, build_tiny_model_dir
 
     root = tmp_path_factory.mktemp("reliability")
     build_tiny_model_dir(root / "tiny")
-    shutil.copytree(root / "tiny", root / "tiny_chat")
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(root / "tiny")
-    tokenizer.chat_template = CHAT_TEMPLATE
-    tokenizer.save_pretrained(root / "tiny_chat")
+    build_tiny_model_dir(root / "tiny_chat", chat_template=CHAT_TEMPLATE)
     rows = [{"prompt": f"what is {i} plus 0", "answer": str(i)} for i in range(8)]
     (root / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root

@@ -16,7 +16,6 @@ pytest.importorskip("trl")
 from dipo.cli.main import main
 from dipo.cli.train import load_task_rows, parse
 
-CHAT_TEMPLATE = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
 TRAIN_OPTIONS = [
     "--task", "nl_arithmetic", "--dataset", "add1,mul1", "--dataset_limit", "8",
     "--per_device_train_batch_size", "4", "--num_generations", "4", "--max_completion_length", "4",
@@ -30,16 +29,9 @@ TRAIN_OPTIONS = [
 @pytest.fixture(scope="module")
 def tiny_chat(tmp_path_factory) -> Path:
     """A tiny model folder whose tokenizer has a chat template."""
-    from transformers import PreTrainedTokenizerFast
+    from dipo.testing import CHAT_TEMPLATE, build_tiny_model_dir
 
-    from dipo.testing import build_tiny_model_dir
-
-    root = tmp_path_factory.mktemp("heldout")
-    build_tiny_model_dir(root / "tiny")
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(root / "tiny")
-    tokenizer.chat_template = CHAT_TEMPLATE
-    tokenizer.save_pretrained(root / "tiny")
-    return root / "tiny"
+    return build_tiny_model_dir(tmp_path_factory.mktemp("heldout") / "tiny", chat_template=CHAT_TEMPLATE)
 
 
 def train(model: Path, out: Path, *extra: str) -> dict:

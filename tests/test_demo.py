@@ -199,3 +199,15 @@ def test_dynamic_sampling_arms_build_and_run(tmp_path):
         runs.append(record)
     table = ds_cost_table({"runs": runs, "methods": {"dapo-ds": {}, "dipo-ds": {}}})
     assert "| dapo-ds | 1 |" in table and "| dipo-ds | 1 |" in table
+
+
+def test_method_registry_refuses_a_name_defined_twice_differently():
+    """Issue 17 item 5: ``dipo-a1.0`` once stood in two lists with two descriptions and the registry silently kept
+    the last; now one method object may stand in several lists, a second definition is an error."""
+    from dipo.demo.methods import ABLATIONS, ALPHA_1, BASELINES, REGISTRY, Method, build_registry
+
+    assert ALPHA_1 in ABLATIONS and ALPHA_1 in BASELINES and REGISTRY["dipo-a1.0"] is ALPHA_1
+    assert build_registry([ALPHA_1, ALPHA_1]) == {"dipo-a1.0": ALPHA_1}
+    twin = Method("dipo-a1.0", "dipo", {"dipo_alpha": 1.0}, description="another description")
+    with pytest.raises(ValueError, match=r"method 'dipo-a1\.0' is defined twice, differently"):
+        build_registry([ALPHA_1, twin])

@@ -6,7 +6,6 @@ timings are only sanity checks, but the semantic checks (log-probs, greedy equal
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -16,16 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from script_helpers import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the script is executed
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +88,7 @@ def test_overhead_and_learning_parts(cpu_run):
 
 def test_markdown_of_partial_results_and_bad_parts(tmp_path):
     """A run killed after the first measurement still renders; unknown parts are refused."""
-    gpu_check = load_script()
+    gpu_check = load_script(SCRIPT)
     partial = {
         "meta": {"date": "d", "device_name": "X", "device": "cuda", "size": "full", "command": "c"},
         "status": "running",

@@ -230,3 +230,18 @@ def test_user_dataset_dapo_layout_and_bad_rows(tmp_path) -> None:
     path.write_text(json.dumps(unparseable[0]))
     with pytest.raises(DataFieldError, match=r"row 0, field 'answer'.*cannot parse"):
         load_math_dataset(str(path), FieldMap(prompt="problem", answer="answer"))
+
+
+def test_verify_worker_finds_this_checkouts_dipo_package() -> None:
+    """Issue 17 item 5: the math-verify worker gets the folder *holding* ``dipo`` (``src/``) first on its
+    ``PYTHONPATH``, not ``src/dipo`` (which made ``core``, ``tasks``, ``testing`` … top-level modules and left an
+    uninstalled checkout's ``dipo`` unimportable in the worker)."""
+    import os
+    from pathlib import Path
+
+    import dipo
+    from dipo.tasks.math.verify import _worker_env
+
+    first = Path(_worker_env()["PYTHONPATH"].split(os.pathsep)[0])
+    assert first == Path(dipo.__file__).resolve().parents[1]
+    assert (first / "dipo" / "__init__.py").is_file()

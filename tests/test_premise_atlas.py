@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import sys
@@ -10,17 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from script_helpers import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "premise_atlas.py"
 
 
 @pytest.fixture(scope="module")
 def atlas():
-    spec = importlib.util.spec_from_file_location("premise_atlas", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the script is executed
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def test_plan_covers_the_preregistered_cells(atlas):

@@ -173,3 +173,34 @@ def test_cli_help_lists_the_registered_tasks(capsys):
     assert f"a registered task: {', '.join(list_tasks())}" in help_text
     train_help = TaskArguments.__dataclass_fields__["task"].metadata["help"]
     assert all(repr(name) in train_help for name in list_tasks())
+
+
+def test_data_options_reach_both_user_dataset_loaders(tmp_path):
+    """``DataOptions.dataset_kwargs`` holds exactly the reading options the math and function-calling loaders share,
+    and ``load_task`` hands every one of them on (field names, skip broken rows, the skip ceiling)."""
+    import inspect
+    import json
+
+    from dipo.tasks.data import FieldMap
+    from dipo.tasks.math import load_math_dataset
+    from dipo.tasks.registry import DataOptions
+    from dipo.tasks.toolcall import load_toolcall_dataset
+
+    shared = set(inspect.signature(load_math_dataset).parameters) & set(
+        inspect.signature(load_toolcall_dataset).parameters
+    )
+    assert set(DataOptions().dataset_kwargs()) == shared - {"source", "split", "limit"}
+
+    tools = [{"name": "f", "description": "d", "parameters": {"type": "object", "properties": {}}}]
+    rows = [{"q": "1+1?", "a": "2", "t": tools, "c": [{"name": "f", "arguments": {}}]}, {"q": "broken"}]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    strict = DataOptions(fields=FieldMap(prompt="q", answer="a"))
+    with pytest.raises(ValueError, match=r"row 1, field 'a': missing"):
+        get_task("math").load(dataset=str(path), data=strict)
+    lenient = DataOptions(fields=FieldMap(prompt="q", answer="a"), on_error="skip", max_skip_fraction=0.5)
+    assert [r.answer for r in get_task("math").load(dataset=str(path), data=lenient)] == ["2"]
+    calls = DataOptions(
+        fields=FieldMap(prompt="q", answer="c"), tools_field="t", on_error="skip", max_skip_fraction=0.5
+    )
+    assert [json.loads(r.answer) for r in get_task("toolcall").load(dataset=str(path), data=calls)] == [[{"f": {}}]]

@@ -57,3 +57,38 @@ def test_the_tests_and_the_demos_builders_go_through_build_decoder(monkeypatch):
     assert archs == ["qwen2", "llama"]
     with pytest.raises(ValueError, match="unknown arch='gpt2'"):
         real("gpt2", **SIZES, seed=0)
+
+
+def test_one_word_tokenizer_serves_the_tests_and_the_benchmark(monkeypatch):
+    import dipo.testing
+    import dipo.tiny_model
+    from dipo.benchmarking.policy import build_word_tokenizer as benchmark_tokenizer
+    from dipo.testing import VOCAB, build_tokenizer
+
+    calls = []
+    real = dipo.tiny_model.build_word_tokenizer
+
+    def spy(words, unk_token):
+        calls.append((len(words), unk_token))
+        return real(words, unk_token)
+
+    monkeypatch.setattr(dipo.tiny_model, "build_word_tokenizer", spy)
+    monkeypatch.setattr(dipo.testing, "build_word_tokenizer", spy)
+    tests_tok, bench_tok = build_tokenizer(), benchmark_tokenizer(40)
+    assert calls == [(len(VOCAB), "<unk>"), (40, "<pad>")]
+    ids = tests_tok("easy what is 7 zzz").input_ids
+    assert ids == [VOCAB.index(w) for w in ("easy", "what", "is", "7", "<unk>")]
+    assert tests_tok.decode(ids[:4]) == "easy what is 7"
+    assert bench_tok("w2 w39 nope").input_ids == [2, 39, 0] and len(bench_tok) == 40
+    for tok in (tests_tok, bench_tok):
+        assert (tok.pad_token_id, tok.eos_token_id, tok.padding_side) == (0, 1, "left")
+
+
+def test_tiny_model_dir_with_and_without_a_chat_template(tmp_path):
+    from dipo.testing import CHAT_TEMPLATE, build_tiny_model_dir, load_tiny
+
+    _, plain = load_tiny(build_tiny_model_dir(tmp_path / "plain"))
+    model, chat = load_tiny(build_tiny_model_dir(tmp_path / "chat", chat_template=CHAT_TEMPLATE))
+    assert plain.chat_template is None and chat.chat_template == CHAT_TEMPLATE
+    assert chat.apply_chat_template([{"role": "user", "content": "what is 7"}], tokenize=False) == "what is 7 "
+    assert model.config.vocab_size == 32

@@ -15,10 +15,9 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedTokenizerFast
 
-from dipo.tiny_model import build_decoder
+from dipo.tiny_model import build_decoder, build_word_tokenizer
 
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<unk>"]
 WORDS = [
@@ -41,13 +40,9 @@ VOCAB = SPECIAL_TOKENS + WORDS  # 26 tokens; the model's vocab is padded to 32
 
 
 def build_tokenizer() -> Any:
-    """A word-level fast tokenizer over ``VOCAB`` (whitespace-split; decodes with spaces)."""
-    tok = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(VOCAB)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins tokens with spaces
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>", padding_side="left"
-    )
+    """A word-level fast tokenizer over ``VOCAB`` (whitespace-split; decodes with spaces;
+    :func:`dipo.tiny_model.build_word_tokenizer`)."""
+    return build_word_tokenizer(VOCAB, unk_token="<unk>")
 
 
 def build_tiny_model(seed: int = 0, vocab_size: int = 32, hidden_size: int = 16, num_layers: int = 1) -> Any:
@@ -71,12 +66,22 @@ def build_tiny_model(seed: int = 0, vocab_size: int = 32, hidden_size: int = 16,
     return model
 
 
-def build_tiny_model_dir(path: str | Path, seed: int = 0, **model_kwargs: Any) -> Path:
-    """Save a tiny model and its tokenizer to ``path`` (created) and return the path."""
+#: A minimal chat template (messages' contents, space-separated) for tests that need a tokenizer with one.
+CHAT_TEMPLATE = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
+
+
+def build_tiny_model_dir(
+    path: str | Path, seed: int = 0, chat_template: str | None = None, **model_kwargs: Any
+) -> Path:
+    """Save a tiny model and its tokenizer (with ``chat_template``, e.g. :data:`CHAT_TEMPLATE`, if given) to
+    ``path`` (created) and return the path."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     build_tiny_model(seed=seed, **model_kwargs).save_pretrained(path)
-    build_tokenizer().save_pretrained(path)
+    tokenizer = build_tokenizer()
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
+    tokenizer.save_pretrained(path)
     return path
 
 

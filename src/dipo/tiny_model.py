@@ -1,15 +1,18 @@
 """Randomly initialised small decoders built locally from a transformers config (no hub access).
 
 The one builder behind the tests' tiny Qwen2 (:func:`dipo.testing.build_tiny_model`), the demo's Llama
-(:func:`dipo.demo.model.build_model`) and the GPU benchmark's random-init policy (:mod:`dipo.benchmarking.policy`).
+(:func:`dipo.demo.model.build_model`) and the GPU benchmark's random-init policy (:mod:`dipo.benchmarking.policy`);
+:func:`build_word_tokenizer` is the word-level tokenizer of the tests and of the benchmark.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import transformers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 #: ``arch`` choices: name → (transformers config class, causal-LM class).
 ARCHITECTURES = {"llama": ("LlamaConfig", "LlamaForCausalLM"), "qwen2": ("Qwen2Config", "Qwen2ForCausalLM")}
@@ -63,3 +66,15 @@ def build_decoder(
     generation = model.generation_config
     generation.pad_token_id, generation.eos_token_id, generation.bos_token_id = pad_token_id, eos_token_id, None
     return model
+
+
+def build_word_tokenizer(words: Sequence[str], unk_token: str) -> Any:
+    """A word-level ``PreTrainedTokenizerFast`` over ``words`` (token id = position), built locally: whitespace-split,
+    decodes with spaces, left padding (as generation needs); ``"<pad>"`` and ``"<eos>"`` (which ``words`` must hold)
+    are its pad and eos tokens, ``unk_token`` (one of ``words``) stands for any other word."""
+    core = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token=unk_token))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    core.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins tokens with spaces
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token=unk_token, padding_side="left"
+    )

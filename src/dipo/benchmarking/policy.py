@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import AutoModelForCausalLM, AutoTokenizer, CompileConfig, PreTrainedTokenizerFast, PrinterCallback
+from transformers import AutoModelForCausalLM, AutoTokenizer, CompileConfig, PrinterCallback
 
+from dipo import tiny_model
 from dipo.benchmarking.timing import StepTimer, TimedDiPOTrainer
 from dipo.integrations.trl import DiPOConfig
 from dipo.reports.gpu_report import log
@@ -51,12 +51,9 @@ class BenchSizes:
 
 
 def build_word_tokenizer(vocab_size: int):
-    """Word-level tokenizer with ``vocab_size`` entries (``<pad>``, ``<eos>``, ``w2``...), built locally."""
-    vocab = {"<pad>": 0, "<eos>": 1, **{f"w{i}": i for i in range(2, vocab_size)}}
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
-    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    core.decoder = decoders.WordPiece(prefix="##", cleanup=False)
-    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", padding_side="left")
+    """Word-level tokenizer with ``vocab_size`` entries (``<pad>``, ``<eos>``, ``w2``...; unknown words: ``<pad>``),
+    built locally (:func:`dipo.tiny_model.build_word_tokenizer`)."""
+    return tiny_model.build_word_tokenizer(["<pad>", "<eos>", *(f"w{i}" for i in range(2, vocab_size))], "<pad>")
 
 
 def build_policy(shape: PolicyShape, device: torch.device, policy_path: str | None) -> tuple[Any, Any, str]:

@@ -88,7 +88,18 @@ CONTROLS = [
 ]  # fmt: skip
 """The controls of the regime study (docs/results/regimes.md): each isolates one part of DiPO's mechanism."""
 
-REGISTRY: dict[str, Method] = {m.name: m for m in [*MAIN, *ABLATIONS, *BASELINES, RANDOM_SELECTION, *DYNAMIC_SAMPLING]}
+
+def build_registry(methods: list[Method]) -> dict[str, Method]:
+    """``name → method``; a method may stand in several lists (``ALPHA_1``), but a name defined twice differently is
+    a ValueError naming it (a dict would silently keep the last definition)."""
+    registry: dict[str, Method] = {}
+    for method in methods:
+        if registry.setdefault(method.name, method) != method:
+            raise ValueError(f"method {method.name!r} is defined twice, differently; define it once and reuse it")
+    return registry
+
+
+REGISTRY: dict[str, Method] = build_registry([*MAIN, *ABLATIONS, *BASELINES, RANDOM_SELECTION, *DYNAMIC_SAMPLING])
 
 
 def resolve_methods(names: list[str]) -> list[Method]:

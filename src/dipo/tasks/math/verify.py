@@ -343,6 +343,14 @@ class _WorkerUnavailable(RuntimeError):
     pass
 
 
+def _worker_env() -> dict[str, str]:
+    """The worker's environment: ours, with the folder that holds the ``dipo`` package (``src/`` of a checkout) first
+    on ``PYTHONPATH`` (no ``sys.path`` edits), so that a source checkout that is not installed verifies with its own
+    code. The folder is this module's ancestor one level up per dot of ``dipo.tasks.math.verify``."""
+    src = str(Path(__file__).resolve().parents[__name__.count(".")])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)}
+
+
 class _MathVerifyWorker:
     """A persistent math-verify worker process with a hard time limit per comparison, shared by all threads.
 
@@ -362,10 +370,7 @@ class _MathVerifyWorker:
     def _start(self) -> None:
         from multiprocessing.connection import Connection
 
-        # The worker imports this very package: put its folder first on the child's PYTHONPATH (no sys.path edits),
-        # so that a source checkout that is not installed verifies with its own code.
-        src = str(Path(__file__).resolve().parents[2])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)}
+        env = _worker_env()
         code = "import sys; from dipo.tasks.math.verify import _verify_worker_main; _verify_worker_main(sys.argv[1:])"
         try:
             request_r, request_w = os.pipe()

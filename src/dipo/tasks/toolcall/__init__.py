@@ -132,14 +132,7 @@ def load_task(
         rows = load_bfcl(category, limit=end)
     else:
         rows = load_toolcall_dataset(
-            name,
-            fields=data.fields,
-            tools_field=data.tools_field,
-            split=split,
-            config_name=data.config_name,
-            limit=end,
-            on_error=data.on_error,
-            max_skip_fraction=data.max_skip_fraction,
+            name, tools_field=data.tools_field, split=split, limit=end, **data.dataset_kwargs()
         )
     return slice_rows(rows, offset, limit)
 

@@ -11,9 +11,9 @@ from dipo.tasks.data import (
     DataFieldError,
     FieldMap,
     OnError,
+    RawRow,
     TaskRow,
-    convert_rows,
-    get_field,
+    load_dataset_rows,
     load_records,
     normalize_prompt,
 )
@@ -62,7 +62,6 @@ def load_bfcl(
         raise ValueError(f"unsupported BFCL category {category!r}; choose from {sorted(BFCL_SIZES)}")
     folder = Path(data_dir) if data_dir else _bfcl_data_dir()
     where = f"BFCL_v3_{category}.json"
-    questions = load_records(folder / where)
     answers: dict[str, Any] = {}
     answer_path = folder / "possible_answer" / where
     if answer_path.exists():
@@ -70,24 +69,28 @@ def load_bfcl(
     elif "relevance" not in category:
         raise FileNotFoundError(f"{answer_path} is missing: BFCL category {category!r} needs possible answers")
 
-    def convert(raw: dict[str, Any], index: int) -> TaskRow:
-        tools = validate_tools(get_field(raw, "function", where, index), where, "function")
-        turns = get_field(raw, "question", where, index)
-        question = normalize_prompt(turns[0] if isinstance(turns[0], list) else turns, where, index, "question")
+    def convert(row: RawRow) -> TaskRow:
+        tools = validate_tools(row.field("function"), where, "function")
+        turns = row.field("question")
+        question = normalize_prompt(turns[0] if isinstance(turns[0], list) else turns, where, row.index, "question")
         gold: list[Any] = []  # irrelevance: no call expected; relevance: any call counts (scored by has_calls)
         if answers and "relevance" not in category:
-            if raw.get("id") not in answers:
-                raise DataFieldError(where, index, "id", f"{raw.get('id')!r} has no possible answer")
-            gold = normalize_ground_truth(answers[raw["id"]], where, "ground_truth")
+            if row.values.get("id") not in answers:
+                raise row.error("id", f"{row.values.get('id')!r} has no possible answer")
+            gold = normalize_ground_truth(answers[row.values["id"]], where, "ground_truth")
         return TaskRow(
             prompt=build_toolcall_prompt(question, tools),
             answer=json.dumps(gold),
-            id=str(raw["id"]),
+            id=str(row.values["id"]),
             source=f"bfcl_{category}",
             meta={"tools": json.dumps(tools), "category": category},
         )
 
-    return convert_rows(questions[:limit], convert, where, on_error=on_error, max_skip_fraction=0.01)
+    if limit is not None and limit < 1:
+        return []  # as the slice of the questions did (load_records takes a limit >= 1)
+    return load_dataset_rows(
+        folder / where, convert, name=where, limit=limit, on_error=on_error, max_skip_fraction=0.01
+    )
 
 
 def load_toolcall_dataset(
@@ -105,20 +108,26 @@ def load_toolcall_dataset(
     string or list) and gold calls (``[{"name", "arguments"}]`` or BFCL form) under configurable field names.
     ``add_tool_prompt=False`` keeps prompts that already describe the tools and the output format."""
     fields = fields or FieldMap(prompt="prompt", answer="answer")
-    name = str(source)
 
-    def convert(raw: dict[str, Any], index: int) -> TaskRow:
-        prompt = normalize_prompt(get_field(raw, fields.prompt, name, index), name, index, fields.prompt)
+    def convert(row: RawRow) -> TaskRow:
+        prompt = row.prompt(fields.prompt)
         try:
-            tools = validate_tools(get_field(raw, tools_field, name, index), name, tools_field)
-            gold = normalize_ground_truth(get_field(raw, fields.answer, name, index), name, fields.answer)
+            tools = validate_tools(row.field(tools_field), row.source, tools_field)
+            gold = normalize_ground_truth(row.field(fields.answer), row.source, fields.answer)
         except DataFieldError as err:
-            raise DataFieldError(name, index, err.field_name, err.problem) from err
-        row_id = str(get_field(raw, fields.id, name, index)) if fields.id else f"{Path(name).stem}-{index}"
+            raise row.error(err.field_name, err.problem) from err
+        row_id = row.row_id(fields.id)
         messages = build_toolcall_prompt(prompt, tools) if add_tool_prompt else prompt
         category = "irrelevance" if not gold else ("parallel" if len(gold) > 1 else "simple")
         meta = {"tools": json.dumps(tools), "category": category}
-        return TaskRow(prompt=messages, answer=json.dumps(gold), id=row_id, source=Path(name).stem, meta=meta)
+        return TaskRow(prompt=messages, answer=json.dumps(gold), id=row_id, source=Path(row.source).stem, meta=meta)
 
-    rows = load_records(source, split=split, config_name=config_name, limit=limit)
-    return convert_rows(rows, convert, name, on_error=on_error, max_skip_fraction=max_skip_fraction)
+    return load_dataset_rows(
+        source,
+        convert,
+        split=split,
+        config_name=config_name,
+        limit=limit,
+        on_error=on_error,
+        max_skip_fraction=max_skip_fraction,
+    )
