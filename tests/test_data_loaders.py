@@ -116,7 +116,7 @@ def _question_row(row: RawRow) -> TaskRow:
     return TaskRow(row.prompt("q"), answer, row.row_id(None), row.source)
 
 
-def test_load_task_rows_reads_and_converts(tmp_path) -> None:
+def test_load_dataset_rows_reads_and_converts(tmp_path) -> None:
     path = tmp_path / "qa.jsonl"
     path.write_text(json.dumps({"q": "one", "a": "1"}) + "\n\n" + json.dumps({"q": "two", "a": 2}) + "\n")
     rows = load_dataset_rows(path, _question_row)
@@ -128,7 +128,7 @@ def test_load_task_rows_reads_and_converts(tmp_path) -> None:
     assert load_dataset_rows(path, _question_row, name="my data")[0].source == "my data"
 
 
-def test_load_task_rows_bad_file_names_the_file_and_line(tmp_path) -> None:
+def test_load_dataset_rows_bad_file_names_the_file_and_line(tmp_path) -> None:
     path = tmp_path / "qa.jsonl"
     path.write_text(json.dumps({"q": "one", "a": "1"}) + "\n" + '{"q": "two", "a": \n')
     with pytest.raises(DataFieldError, match=rf"^{path}: row line 2, field '<json>': not valid JSON"):
@@ -138,7 +138,7 @@ def test_load_task_rows_bad_file_names_the_file_and_line(tmp_path) -> None:
         load_dataset_rows(tmp_path / "qa.csv", _question_row)
 
 
-def test_load_task_rows_missing_column_names_row_field_and_the_keys_present(tmp_path) -> None:
+def test_load_dataset_rows_missing_column_names_row_field_and_the_keys_present(tmp_path) -> None:
     path = tmp_path / "qa.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in [{"q": "one", "a": "1"}, {"question": "two", "a": "2"}]))
     with pytest.raises(
@@ -147,7 +147,7 @@ def test_load_task_rows_missing_column_names_row_field_and_the_keys_present(tmp_
         load_dataset_rows(path, _question_row)
 
 
-def test_load_task_rows_bad_row_raises_or_is_skipped_up_to_the_ceiling(tmp_path, caplog) -> None:
+def test_load_dataset_rows_bad_row_raises_or_is_skipped_up_to_the_ceiling(tmp_path, caplog) -> None:
     path = tmp_path / "qa.jsonl"
     rows = [{"q": f"q{i}", "a": str(i)} for i in range(3)] + [{"q": "bad", "a": "three"}]
     path.write_text("\n".join(json.dumps(r) for r in rows))
@@ -163,7 +163,7 @@ def test_load_task_rows_bad_row_raises_or_is_skipped_up_to_the_ceiling(tmp_path,
         load_dataset_rows(path, _question_row)
 
 
-def test_load_task_rows_empty_file_gives_no_rows(tmp_path) -> None:
+def test_load_dataset_rows_empty_file_gives_no_rows(tmp_path) -> None:
     """An empty (or blank) JSON-lines file has no rows; the callers (dipo train / probe / eval) say "no rows"."""
     for text in ("", "\n\n"):
         (tmp_path / "empty.jsonl").write_text(text)
