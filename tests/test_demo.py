@@ -87,6 +87,75 @@ def test_warmstart_is_deterministic_and_cached(tmp_path, monkeypatch):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def _former_demo_loop(model, tok, prompts, k, seed, rows, max_new_tokens=6):
+    """The demo's own generation loop before it went through dipo.evaluation (the reference for its published
+    numbers): greedy, or each prompt repeated k times in item order, one seed, ``rows`` sequences per call."""
+    flat = prompts if k == 0 else [p for p in prompts for _ in range(k)]
+    out = []
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        for start in range(0, len(flat), rows):
+            enc = tok(flat[start : start + rows], return_tensors="pt", padding=True)
+            sample = {"temperature": 1.0, "top_k": 0, "top_p": 1.0} if k else {}
+            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=k > 0, pad_token_id=tok.pad_token_id,
+                                 eos_token_id=tok.eos_token_id, **sample)  # fmt: skip
+            out += tok.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    return out
+
+
+def test_demo_evaluation_goes_through_dipo_evaluation_with_the_former_draws(monkeypatch):
+    """The demo's held-out evaluation samples through dipo.evaluation.generate (item order, one seed, ≤ ROWS_PER_CALL
+    rows per call, forked RNG) and gives the former loop's draws; its metrics equal a count by hand."""
+    import dipo.demo.evaluate as demo_eval
+    from dipo.evaluation import generation
+
+    calls = []
+
+    def spy(model, tokenizer, prompts, config, progress=None, **options):
+        gens = generation.generate(model, tokenizer, prompts, config, progress, **options)
+        calls.append((config, options, [text for texts in gens.texts for text in texts]))
+        return gens
+
+    monkeypatch.setattr(demo_eval, "generate", spy)
+    monkeypatch.setattr(demo_eval, "ROWS_PER_CALL", 8)  # several calls: the seed must run on through them
+    tok = build_tokenizer()
+    model = build_model(ModelSpec(16, 32, 1, 2, 32), tok, seed=0)
+    items = ArithmeticTask(levels=(2, 1), ops=("+", "*")).heldout_set(6, seed=1)
+    prompts = [it.prompt for it in items]
+    assert [len(p) for p in prompts] != sorted(len(p) for p in prompts)  # sorting by length would change batches
+    k, seed = 4, 5
+    greedy = _former_demo_loop(model, tok, prompts, 0, 0, 8)
+    sampled = _former_demo_loop(model, tok, prompts, k, seed, 8)
+    # answers chosen so that some greedy and some sampled completions are correct and some are not
+    answers = [greedy[i] if i % 3 == 0 else sampled[i * k + i % k] if i % 3 == 1 else it.answer
+               for i, it in enumerate(items)]  # fmt: skip
+    items = [replace(it, answer=a.strip()) for it, a in zip(items, answers, strict=True)]
+    model.train()
+    state = torch.get_rng_state()
+
+    result = demo_eval.evaluate(model, tok, items, k=k, max_new_tokens=6, seed=seed)
+
+    assert model.training and torch.equal(torch.get_rng_state(), state)
+    assert [texts for *_, texts in calls] == [greedy, sampled]  # the former draws, bit for bit
+    ok = [[sampled[i * k + j].strip() == it.answer for j in range(k)] for i, it in enumerate(items)]
+    hits = [sum(row) for row in ok]
+    greedy_ok = [g.strip() == it.answer for g, it in zip(greedy, items, strict=True)]
+    assert 0 < sum(greedy_ok) < len(items) and 0 < sum(hits) < k * len(items) and min(hits) == 0
+    assert result.item_hits == hits
+    assert result.greedy == sum(greedy_ok) / len(items)
+    assert result.mean_at_k == sum(hits) / (k * len(items))
+    assert result.pass_at_k == sum(h > 0 for h in hits) / len(items)
+    assert result.filler_rate == sum(s.startswith(" ") for s in sampled) / len(sampled)
+    for level in (1, 2):
+        at = [i for i, it in enumerate(items) if it.level == level]
+        assert result.greedy_by_level[level] == sum(greedy_ok[i] for i in at) / len(at)
+        assert result.mean_at_k_by_level[level] == sum(hits[i] for i in at) / (k * len(at))
+        assert result.pass_at_k_by_level[level] == sum(hits[i] > 0 for i in at) / len(at)
+    settings = [(c.k, c.temperature, c.top_p, c.batch_size, c.seed) for c, *_ in calls]
+    assert settings == [(1, 0, 1.0, 8, 0), (k, 1.0, 1.0, 2, seed)]  # greedy, then k samples (8 // k prompts per call)
+    assert all(options == {"order": "input", "seeding": "once"} for _, options, _ in calls)
+
+
 def test_cde_methods_use_the_trainers_ppl_bonus_option(tmp_path):
     """The CDE-style arms are the trainer's ``ppl_bonus_coef`` / ``ppl_bonus_clip`` (the bonus itself is tested with
     the trainer, tests/test_trl_trainer.py::test_cde_style_ppl_bonus_baseline, and in tests/test_core_baselines.py)."""

@@ -7,6 +7,7 @@ import importlib.util
 import itertools
 import json
 import math
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -86,6 +87,43 @@ def test_generate_batches_and_orders(tmp_path) -> None:
     assert greedy.texts[1] == single.texts[0]  # left padding does not change greedy outputs
     with pytest.raises(ValueError, match="greedy"):
         SamplingConfig(k=2, temperature=0)
+
+
+def test_generate_order_and_seeding_options(tmp_path) -> None:
+    """Defaults: prompts by length, batch j seeded with seed + j (each batch = a fresh call on its prompts with that
+    seed). ``order="input", seeding="once"``: the draws of plain ``model.generate`` calls on the prompts as given,
+    k consecutive copies per prompt, one seed before the first call."""
+    pytest.importorskip("transformers")
+    import torch
+
+    from dipo.evaluation.generation import SamplingConfig, generate, load_model
+    from trl_helpers import build_tiny_model_dir
+
+    model, tokenizer = load_model(str(build_tiny_model_dir(tmp_path / "tiny")), device="cpu")
+    prompts = ["what is the answer", "a", "what is"]  # by length: "a", "what is" | "what is the answer"
+    config = SamplingConfig(k=3, max_new_tokens=5, temperature=1.0, top_p=1.0, batch_size=2, seed=7)
+    gens = generate(model, tokenizer, prompts, config)
+    first = generate(model, tokenizer, ["a", "what is"], config)
+    second = generate(model, tokenizer, prompts[:1], replace(config, seed=8))
+    assert gens.texts == [second.texts[0], *first.texts]
+
+    def reference() -> list[list[str]]:
+        torch.manual_seed(7)
+        out = []
+        for start in (0, 2):  # batches of 2 prompts x 3 copies, in input order, no reseeding
+            chunk = [p for p in prompts[start : start + 2] for _ in range(3)]
+            enc = tokenizer(chunk, return_tensors="pt", padding=True)
+            seqs = model.generate(**enc, max_new_tokens=5, do_sample=True, top_k=0, top_p=1.0, eos_token_id=1,
+                                  pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+            out += tokenizer.batch_decode(seqs[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+        return [out[i * 3 : (i + 1) * 3] for i in range(len(prompts))]
+
+    once = generate(model, tokenizer, prompts, config, order="input", seeding="once")
+    assert once.texts == reference()
+    assert once.texts != gens.texts  # the options change the draws (else this test could not fail)
+    for bad in ({"order": "sorted"}, {"seeding": "never"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            generate(model, tokenizer, prompts, config, **bad)
 
 
 def test_score_math_records(tmp_path) -> None:

@@ -1,9 +1,10 @@
 """Held-out evaluation of the demo model: greedy accuracy, mean@k and pass@k (sampled) per difficulty level.
 
-The metrics are :mod:`dipo.evaluation.metrics`'. The generation loop stays the demo's own: it samples all ``k × items``
-rows from one seed inside a forked RNG (training's RNG untouched) in chunks of 1024 rows, in item order, whereas
-:func:`dipo.evaluation.generation.generate` sorts prompts by length and reseeds every batch — its draws, and so the
-demo's published numbers, would change."""
+Generation and metrics are :mod:`dipo.evaluation`'s. The demo's draws are fixed by how it asks for them: prompts in
+item order (``order="input"``), one seed for all batches (``seeding="once"``), at most :data:`ROWS_PER_CALL`
+sequences per ``generate`` call, plain sampling (top-p 1, no top-k) and all of it inside a forked CPU RNG, so the
+training's random stream is untouched. These are the draws of the demo's former own loop, so its published numbers
+stay the same (bit for bit when k divides :data:`ROWS_PER_CALL`, as for every k the demo uses)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from dipo.evaluation.generation import SamplingConfig, generate
 from dipo.evaluation.metrics import mean_at_k, pass_at_k
 from dipo.tasks.arithmetic import ArithmeticItem, verify
 
@@ -46,39 +48,39 @@ class EvalResult:
         }
 
 
-@torch.no_grad()
+#: Sequences per ``generate`` call: greedy, this many prompts; sampled, ``ROWS_PER_CALL // k`` prompts × k samples.
+ROWS_PER_CALL = 1024
+
+
 def generate_answers(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
     max_new_tokens: int,
-    do_sample: bool,
-    temperature: float = 1.0,
-    batch_size: int = 1024,
+    k: int = 1,
+    temperature: float = 0.0,
     seed: int = 0,
-) -> list[str]:
-    """Completions (special tokens removed) for ``prompts``, batched with left padding."""
+) -> list[list[str]]:
+    """``k`` completions per prompt (greedy if ``temperature == 0``) through :func:`dipo.evaluation.generate`, with
+    the demo's batching and seeding (module docstring); the model is evaluated in eval mode and the global CPU RNG is
+    left as it was."""
+    config = SamplingConfig(
+        k=k,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=1.0,
+        batch_size=max(1, ROWS_PER_CALL // k),
+        seed=seed,
+        chat_template=False,
+    )
     was_training = model.training
     model.eval()
-    out: list[str] = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for start in range(0, len(prompts), batch_size):
-            chunk = list(prompts[start : start + batch_size])
-            enc = tokenizer(chunk, return_tensors="pt", padding=True).to(model.device)
-            gen = model.generate(
-                **enc,
-                max_new_tokens=max_new_tokens,
-                do_sample=do_sample,
-                temperature=temperature if do_sample else None,
-                top_k=0 if do_sample else None,
-                top_p=1.0 if do_sample else None,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-            out.extend(tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True))
-    model.train(was_training)
-    return out
+    try:
+        with torch.random.fork_rng(devices=[]):
+            gens = generate(model, tokenizer, prompts, config, order="input", seeding="once")
+    finally:
+        model.train(was_training)
+    return gens.texts
 
 
 def _by_level(items: Sequence[ArithmeticItem], correct: Sequence[bool], repeat: int) -> dict[int, float]:
@@ -103,14 +105,13 @@ def evaluate(
     if not items:
         raise ValueError("evaluate: empty item list; build it with ArithmeticTask.heldout_set(n_per_level)")
     prompts = [it.prompt for it in items]
-    greedy = generate_answers(model, tokenizer, prompts, max_new_tokens, do_sample=False)
+    greedy = [texts[0] for texts in generate_answers(model, tokenizer, prompts, max_new_tokens)]
     greedy_ok = [verify(c, it.answer) for c, it in zip(greedy, items, strict=True)]
     result = EvalResult(greedy=mean_at_k(greedy_ok), mean_at_k=float("nan"), k=k)
     result.greedy_by_level = _by_level(items, greedy_ok, 1)
     if k > 0:
-        sampled = generate_answers(
-            model, tokenizer, [p for p in prompts for _ in range(k)], max_new_tokens, True, temperature, seed=seed
-        )
+        per_item = generate_answers(model, tokenizer, prompts, max_new_tokens, k, temperature, seed=seed)
+        sampled = [text for texts in per_item for text in texts]  # item-major: the k samples of item i at i*k...
         sampled_ok = [verify(c, items[i // k].answer) for i, c in enumerate(sampled)]
         result.mean_at_k = mean_at_k(sampled_ok)
         result.mean_at_k_by_level = _by_level(items, sampled_ok, k)

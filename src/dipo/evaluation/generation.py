@@ -106,6 +106,15 @@ def eos_ids(model: Any, tokenizer: Any) -> list[int]:
     return ids
 
 
+#: How :func:`generate` orders the prompts into batches: ``"length"`` (shortest first: less padding; the default) or
+#: ``"input"`` (the order given: batch j holds prompts ``j·batch_size ...``).
+ORDERS = ("length", "input")
+#: How :func:`generate` seeds the global torch RNG: ``"per_batch"`` (``seed + batch index`` before each batch, so a
+#: batch's draws do not depend on the batches before it; the default) or ``"once"`` (``seed`` before the first batch:
+#: one random stream through every batch, as one long ``generate`` call split into pieces would draw).
+SEEDINGS = ("per_batch", "once")
+
+
 @torch.inference_mode()
 def generate(
     model: Any,
@@ -113,19 +122,30 @@ def generate(
     prompts: Sequence[Sequence[dict[str, str]] | str],
     config: SamplingConfig,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    order: str = "length",
+    seeding: str = "per_batch",
 ) -> Generations:
     """Sample ``config.k`` completions for every prompt, ``config.batch_size`` prompts per ``generate`` call.
 
-    Prompts are processed in order of length (less padding) and results returned in input order. Each batch is
-    seeded with ``seed + batch index``, so a run is reproducible on the same hardware and batch size.
+    The k samples of a prompt are consecutive rows of one call (``num_return_sequences``). ``order`` (:data:`ORDERS`)
+    chooses which prompts share a batch: by length (less padding) or as given; results come back in input order.
+    ``seeding`` (:data:`SEEDINGS`): each batch seeded with ``seed + batch index`` (the default), or ``seed`` once
+    before the first. Either way a run is reproducible on the same hardware and batch size. The global torch RNG is
+    reseeded and left advanced; callers that must not disturb it wrap the call in ``torch.random.fork_rng``.
     """
+    for name, value, choices in (("order", order, ORDERS), ("seeding", seeding, SEEDINGS)):
+        if value not in choices:
+            raise ValueError(f"generate: {name}={value!r} is not one of {', '.join(choices)}")
     texts = [render(p, tokenizer, config.chat_template) for p in prompts]
     # A chat template already writes the special tokens; plain-text prompts get the tokenizer's (e.g. BOS).
     has_template = (
         bool(getattr(tokenizer, "chat_template", None)) if config.chat_template is None else config.chat_template
     )
     add_special = not (has_template and all(not isinstance(p, str) for p in prompts))
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    batch_order = (
+        sorted(range(len(texts)), key=lambda i: len(texts[i])) if order == "length" else list(range(len(texts)))
+    )
     stop_ids = eos_ids(model, tokenizer)
     out_text: list[list[str]] = [[] for _ in texts]
     out_tokens: list[list[int]] = [[] for _ in texts]
@@ -137,11 +157,12 @@ def generate(
     kwargs["pad_token_id"] = tokenizer.pad_token_id
     if sampling:
         kwargs.update(temperature=config.temperature, top_p=config.top_p, top_k=0, num_return_sequences=config.k)
-    for batch_index, begin in enumerate(range(0, len(order), config.batch_size)):
-        idx = order[begin : begin + config.batch_size]
+    for batch_index, begin in enumerate(range(0, len(batch_order), config.batch_size)):
+        idx = batch_order[begin : begin + config.batch_size]
         enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=add_special)
         enc = {k: v.to(device) for k, v in enc.items()}
-        torch.manual_seed(config.seed + batch_index)
+        if seeding == "per_batch" or batch_index == 0:
+            torch.manual_seed(config.seed + batch_index)
         seqs = model.generate(**enc, **kwargs)
         completions = seqs[:, enc["input_ids"].shape[1] :].cpu()
         for row, ids in enumerate(completions):
@@ -153,5 +174,5 @@ def generate(
             out_tokens[target].append(length)
             out_trunc[target].append(not ended)
         if progress:
-            progress(min(begin + config.batch_size, len(order)), len(order))
+            progress(min(begin + config.batch_size, len(batch_order)), len(batch_order))
     return Generations(out_text, out_tokens, out_trunc, time.perf_counter() - start)
