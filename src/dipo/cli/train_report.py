@@ -55,16 +55,13 @@ def heldout_accuracy(
     training (``temperature``, ``top_p``, ``max_completion_length`` of ``training_args``) with a fixed seed; a sample
     is correct when ``reward`` gives it at least :data:`CORRECT_REWARD`. The sampling runs in a forked RNG, so it does
     not change the random stream of the training before or after it."""
-    import torch
-
     from dipo.evaluation import SamplingConfig, aggregate, generate
+    from dipo.evaluation.generation import evaluating
 
-    was_training = model.training
-    model.eval()
     padding_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
-    # fork_rng: the evaluation's own seeding must not change the random stream of the training that follows
-    with torch.random.fork_rng(devices=[]):
+    # evaluating: the evaluation's own seeding must not change the random stream of the training that follows
+    with evaluating(model):
         sampling = SamplingConfig(
             k=k,
             max_new_tokens=training_args.max_completion_length,
@@ -75,7 +72,6 @@ def heldout_accuracy(
         )
         gens = generate(model, tokenizer, [r.prompt for r in rows], sampling)
     tokenizer.padding_side = padding_side
-    model.train(was_training)
     correct = []
     for row, texts in zip(rows, gens.texts, strict=True):
         columns = {key: [value] * len(texts) for key, value in row.to_dict().items() if key != "prompt"}

@@ -12,10 +12,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from dipo.evaluation.generation import SamplingConfig, generate
+from dipo.evaluation.generation import SamplingConfig, evaluating, generate
 from dipo.evaluation.metrics import mean_at_k, pass_at_k
 from dipo.tasks.arithmetic import ArithmeticItem, verify
 
@@ -73,13 +72,8 @@ def generate_answers(
         seed=seed,
         chat_template=False,
     )
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.random.fork_rng(devices=[]):
-            gens = generate(model, tokenizer, prompts, config, order="input", seeding="once")
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        gens = generate(model, tokenizer, prompts, config, order="input", seeding="once")
     return gens.texts
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,6 +114,19 @@ ORDERS = ("length", "input")
 #: batch's draws do not depend on the batches before it; the default) or ``"once"`` (``seed`` before the first batch:
 #: one random stream through every batch, as one long ``generate`` call split into pieces would draw).
 SEEDINGS = ("per_batch", "once")
+
+
+@contextmanager
+def evaluating(model: Any) -> Iterator[None]:
+    """Evaluate ``model`` in eval mode without disturbing a training run: its train/eval mode is restored afterwards
+    and the global CPU RNG (which :func:`generate` reseeds) is left as it was (``fork_rng(devices=[])``)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            yield
+    finally:
+        model.train(was_training)
 
 
 @torch.inference_mode()
