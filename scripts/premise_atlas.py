@@ -269,9 +269,9 @@ def cell_summary(cell: Cell, root: Path) -> dict[str, Any] | None:
         reach={m: reach(result, m) for m in MEMBERSHIPS},
         replay_judged=((result.get("batches") or {}).get("selected") or {}).get("frac_steps_judgment_passed"),
     )
-    samples = cell.out_dir(root) / "samples.jsonl"
     batch_prompts = (result.get("batches") or {}).get("batch_prompts") or 8
-    row["replay_edge"] = replay_edges(samples, batch_prompts) if samples.exists() else None
+    edges = cell_replay_edges(cell.out_dir(root), batch_prompts)
+    row["replay_edge"] = edges["paper"]
     balanced = result.get("balanced")
     if balanced:
         row["balanced"] = {
@@ -279,9 +279,31 @@ def cell_summary(cell: Cell, root: Path) -> dict[str, Any] | None:
             "tau_edge": balanced.get("threshold_at_edge"),
             "judged": (balanced.get("judgment") or {}).get("passed"),
             "reach": {m: reach({**balanced, "groups": groups}, m) for m in MEMBERSHIPS},
-            "replay_edge": replay_edges(samples, batch_prompts, "balanced") if samples.exists() else None,
+            "replay_edge": edges["balanced"],
         }
     return row
+
+
+def cell_replay_edges(out: Path, batch_prompts: int) -> dict[str, float | None]:
+    """Replay edge shares of a cell under the paper's and the balanced rule, from its ``samples.jsonl``.
+
+    The values are also written to ``replay_edges.json`` in the cell, and read from there when ``samples.jsonl`` is
+    absent (the committed copies of the cells leave the samples out), so a report rebuilt from committed cells keeps
+    them. Both ``None`` when neither file exists."""
+    samples, cache = out / "samples.jsonl", out / "replay_edges.json"
+    if samples.exists():
+        edges = {
+            "paper": replay_edges(samples, batch_prompts),
+            "balanced": replay_edges(samples, batch_prompts, "balanced"),
+            "batch_prompts": batch_prompts,
+        }
+        cache.write_text(json.dumps(edges, indent=1) + "\n", encoding="utf-8")
+        return edges
+    if cache.exists():
+        edges = json.loads(cache.read_text(encoding="utf-8"))
+        if edges.get("batch_prompts") == batch_prompts:
+            return edges
+    return {"paper": None, "balanced": None}
 
 
 def _pct(x: Any) -> str:

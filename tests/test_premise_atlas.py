@@ -198,3 +198,20 @@ def test_included_reanalyses_only_finished_cells(atlas, tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1 and "--merge" in lines[0] and "--truncated include" in lines[0]
     assert lines[0].endswith(str(tmp_path / "gemma-3-270m" / "letter_count-repeat-incl"))
+
+
+def test_replay_edges_survive_without_the_samples(atlas, tmp_path):
+    """The committed copy of a cell leaves ``samples.jsonl`` out; its replay edge shares come from the
+    ``replay_edges.json`` written when the samples were there, and only for the same batch size."""
+    from dipo.probe.analysis import analyse
+
+    cell = atlas.Cell("gemma-3-270m", "letter_count", "single", 8, 16)
+    records = _records([[(0.0, 8.0), (0.0, 9.0)]] * 8 + [[(1.0, 2.0), (0.0, 7.0)]] * 8, 2)
+    _write_cell(tmp_path, cell, records, analyse(records))
+    first = atlas.cell_summary(cell, tmp_path)
+    (cell.out_dir(tmp_path) / "samples.jsonl").unlink()
+    again = atlas.cell_summary(cell, tmp_path)
+    assert first["replay_edge"] == again["replay_edge"] == 0.5  # step 1 (all wrong): no cut; step 2 has one
+    assert atlas.cell_replay_edges(cell.out_dir(tmp_path), batch_prompts=16) == {"paper": None, "balanced": None}
+    (cell.out_dir(tmp_path) / "replay_edges.json").unlink()
+    assert atlas.cell_summary(cell, tmp_path)["replay_edge"] is None
