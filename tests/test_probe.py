@@ -222,6 +222,11 @@ def test_truncated_responses_are_excluded_by_default(probe_dir):
     if "threshold_log_ppl" in result and result["threshold_log_ppl"] is not None:
         _, _, _, tau = _direct(records, truncated="exclude")
         assert result["threshold_log_ppl"] == pytest.approx(tau)
+    from dipo.probe.report import markdown
+
+    assert "Truncated responses: excluded from the PPL analysis." in markdown(result, {})
+    included = markdown(analyse(records, AnalysisConfig(truncated="include")), {})
+    assert "Truncated responses: included in the PPL analysis." in included
 
 
 def test_refuses_to_overwrite_and_overwrites_when_asked(probe_dir, tiny_model_dir, capsys):

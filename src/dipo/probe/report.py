@@ -63,8 +63,9 @@ def markdown(result: dict[str, Any], meta: dict[str, Any]) -> str:
         f"Sampling: k = {s.get('k')}, temperature {s.get('temperature')}, top-p {s.get('top_p')}, max "
         f"{s.get('max_new_tokens')} new tokens, chat template {meta.get('chat_template_used')}, seed {s.get('seed')}. "
         "Log-PPL = mean token NLL of the response tokens (EOS included) under the tempered policy softmax(logits/T), "
-        f"as TRL's sampler / old log-probs. Truncated responses: {result['config']['truncated']}d from the PPL "
-        f"analysis. Hardware: {meta.get('hardware')}; sampling time {meta.get('sampling_seconds', 0):.0f} s.",
+        "as TRL's sampler / old log-probs. Truncated responses: "
+        f"{'included in' if result['config']['truncated'] == 'include' else 'excluded from'} the PPL analysis. "
+        f"Hardware: {meta.get('hardware')}; sampling time {meta.get('sampling_seconds', 0):.0f} s.",
         "",
     ]
     if "error" in result:
