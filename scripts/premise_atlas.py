@@ -205,9 +205,12 @@ def reach(block: dict[str, Any], membership: str = "selected") -> dict[str, floa
     return {"pooled": pooled, "replay": replay}
 
 
-def replay_edges(samples: Path, batch_prompts: int = 8, threshold_rule: str | None = None) -> float | None:
+def replay_edges(
+    samples: Path, batch_prompts: int = 8, threshold_rule: str | None = None, truncated: str = "exclude"
+) -> float | None:
     """Share of replay steps (``batch_prompts`` prompts, the two-batch queue of ``dipo.core.DiPO``) whose τ* falls at
-    an edge (no finite cut: every response on one side); ``None`` if there is no full step."""
+    an edge (no finite cut: every response on one side); ``None`` if there is no full step. ``truncated``: whether
+    truncated responses keep their PPL ("include") or not ("exclude", as in training), as the probe's option."""
     import dataclasses
 
     from dipo.core import DiPO, DiPOCoreConfig
@@ -216,7 +219,7 @@ def replay_edges(samples: Path, batch_prompts: int = 8, threshold_rule: str | No
     records = [json.loads(line) for line in samples.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not records:
         return None
-    t = build_tensors(records, "exclude")
+    t = build_tensors(records, truncated)
     rows = batch_prompts * t.group_size
     steps = t.rewards.numel() // rows
     if steps == 0:
@@ -234,9 +237,11 @@ def replay_edges(samples: Path, batch_prompts: int = 8, threshold_rule: str | No
     return edges / steps
 
 
-def cell_summary(cell: Cell, root: Path) -> dict[str, Any] | None:
-    """The atlas row of a finished cell (``None`` if it has no ``probe.json``)."""
-    path = cell.out_dir(root) / "probe.json"
+def cell_summary(cell: Cell, root: Path, suffix: str = "") -> dict[str, Any] | None:
+    """The atlas row of a finished cell (``None`` if it has no ``probe.json``); ``suffix="-incl"`` reads the cell's
+    re-analysis with truncated responses included (:func:`run_included`)."""
+    out = cell.out_dir(root).with_name(cell.name + suffix)
+    path = out / "probe.json"
     if not path.exists():
         return None
     probe = json.loads(path.read_text(encoding="utf-8"))
@@ -244,7 +249,7 @@ def cell_summary(cell: Cell, root: Path) -> dict[str, Any] | None:
     row: dict[str, Any] = {
         "model": cell.model,
         "params": MODELS[cell.model].params,
-        "cell": cell.name,
+        "cell": cell.name + suffix,
         "task": cell.task,
         "dataset": cell.dataset,
         "prompts": result.get("num_prompts"),
@@ -270,7 +275,7 @@ def cell_summary(cell: Cell, root: Path) -> dict[str, Any] | None:
         replay_judged=((result.get("batches") or {}).get("selected") or {}).get("frac_steps_judgment_passed"),
     )
     batch_prompts = (result.get("batches") or {}).get("batch_prompts") or 8
-    edges = cell_replay_edges(cell.out_dir(root), batch_prompts)
+    edges = cell_replay_edges(out, batch_prompts, (result.get("config") or {}).get("truncated", "exclude"))
     row["replay_edge"] = edges["paper"]
     balanced = result.get("balanced")
     if balanced:
@@ -284,7 +289,7 @@ def cell_summary(cell: Cell, root: Path) -> dict[str, Any] | None:
     return row
 
 
-def cell_replay_edges(out: Path, batch_prompts: int) -> dict[str, float | None]:
+def cell_replay_edges(out: Path, batch_prompts: int, truncated: str = "exclude") -> dict[str, float | None]:
     """Replay edge shares of a cell under the paper's and the balanced rule, from its ``samples.jsonl``.
 
     The values are also written to ``replay_edges.json`` in the cell, and read from there when ``samples.jsonl`` is
@@ -293,15 +298,16 @@ def cell_replay_edges(out: Path, batch_prompts: int) -> dict[str, float | None]:
     samples, cache = out / "samples.jsonl", out / "replay_edges.json"
     if samples.exists():
         edges = {
-            "paper": replay_edges(samples, batch_prompts),
-            "balanced": replay_edges(samples, batch_prompts, "balanced"),
+            "paper": replay_edges(samples, batch_prompts, truncated=truncated),
+            "balanced": replay_edges(samples, batch_prompts, "balanced", truncated),
             "batch_prompts": batch_prompts,
+            "truncated": truncated,
         }
         cache.write_text(json.dumps(edges, indent=1) + "\n", encoding="utf-8")
         return edges
     if cache.exists():
         edges = json.loads(cache.read_text(encoding="utf-8"))
-        if edges.get("batch_prompts") == batch_prompts:
+        if edges.get("batch_prompts") == batch_prompts and edges.get("truncated", "exclude") == truncated:
             return edges
     return {"paper": None, "balanced": None}
 
@@ -386,9 +392,11 @@ def plot_reach(rows: Sequence[dict[str, Any]], path: Path) -> Path | None:
 def report(root: Path, all_cells: Sequence[Cell]) -> dict[str, Any]:
     """Write ``atlas.json``, ``atlas.md`` and ``atlas_reach.png`` into ``root`` from the finished cells."""
     rows = [row for cell in all_cells if (row := cell_summary(cell, root)) is not None]
+    included = [row for cell in all_cells if (row := cell_summary(cell, root, "-incl")) is not None]
     missing = [f"{c.model}/{c.name}" for c in all_cells if state(c, root) != "done"]
     root.mkdir(parents=True, exist_ok=True)
-    (root / "atlas.json").write_text(json.dumps({"cells": rows, "missing": missing}, indent=1, default=str))
+    atlas = {"cells": rows, "included": included, "missing": missing}
+    (root / "atlas.json").write_text(json.dumps(atlas, indent=1, default=str))
     text = markdown_table(rows)
     if missing:
         text += f"\nNot finished ({len(missing)}): {', '.join(missing)}\n"
@@ -399,9 +407,12 @@ def report(root: Path, all_cells: Sequence[Cell]) -> dict[str, Any]:
     ]
     text += "\nDecision rule (BRR acts on ≥ 5 % of extreme groups in the replay, membership 'selected'): "
     text += (f"met in {', '.join(hits)}" if hits else "met in no finished cell") + ".\n"  # fmt: skip
+    if included:
+        text += "\nSecondary analysis, truncated responses included (`--included`; training excludes them):\n\n"
+        text += markdown_table(included)
     (root / "atlas.md").write_text(text)
     figure = plot_reach(rows, root / "atlas_reach.png")
-    return {"rows": rows, "missing": missing, "hits": hits, "figure": figure}
+    return {"rows": rows, "included": included, "missing": missing, "hits": hits, "figure": figure}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

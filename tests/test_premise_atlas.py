@@ -215,3 +215,26 @@ def test_replay_edges_survive_without_the_samples(atlas, tmp_path):
     assert atlas.cell_replay_edges(cell.out_dir(tmp_path), batch_prompts=16) == {"paper": None, "balanced": None}
     (cell.out_dir(tmp_path) / "replay_edges.json").unlink()
     assert atlas.cell_summary(cell, tmp_path)["replay_edge"] is None
+
+
+def test_report_adds_the_truncated_included_reanalysis(atlas, tmp_path):
+    """``<cell>-incl`` (the probe re-run with ``--truncated include``) is reported as a second table, and its replay
+    keeps the truncated responses: a first step of truncated all-wrong groups has no PPL when they are excluded (no
+    edge: NaN) and a τ* at an edge when they are included."""
+    from dipo.probe.analysis import AnalysisConfig, analyse
+
+    cell = atlas.Cell("gemma-3-270m", "nl_arithmetic", "add1", 16, 16)
+    records = _records([[(0.0, 9.0), (0.0, 9.5)]] * 8 + [[(1.0, 2.0), (0.0, 7.0)]] * 8, 2)
+    for r in records[:16]:
+        r["truncated"] = True
+    _write_cell(tmp_path, cell, records, analyse(records, AnalysisConfig(truncated="exclude")))
+    incl = atlas.Cell(cell.model, cell.task, cell.dataset + "-incl", 16, 16)  # the "<cell>-incl" folder
+    _write_cell(tmp_path, incl, records, analyse(records, AnalysisConfig(truncated="include")))
+    out = atlas.report(tmp_path, [cell])
+    assert [r["cell"] for r in out["rows"]] == ["nl_arithmetic-add1"]
+    assert [r["cell"] for r in out["included"]] == ["nl_arithmetic-add1-incl"]
+    assert out["rows"][0]["replay_edge"] == 0.0 and out["included"][0]["replay_edge"] == 0.5
+    assert out["rows"][0]["truncated"] == out["included"][0]["truncated"] == 0.5
+    text = (tmp_path / "atlas.md").read_text()
+    assert "truncated responses included" in text and "| nl_arithmetic-add1-incl |" in text
+    assert json.loads((tmp_path / "atlas.json").read_text())["included"][0]["cell"] == "nl_arithmetic-add1-incl"
