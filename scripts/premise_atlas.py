@@ -176,12 +176,15 @@ def run_cells(selected: Sequence[Cell], root: Path, dipo: Sequence[str], probe_a
     return failed
 
 
+INCLUDED = "-incl"  # folder suffix of a cell's re-analysis with truncated responses included
+
+
 def run_included(selected: Sequence[Cell], root: Path, dipo: Sequence[str]) -> int:
     """Re-analyse finished cells with truncated responses included (``dipo probe --merge``, into ``<cell>-incl``)."""
     failed = 0
     for cell in selected:
         out = cell.out_dir(root)
-        incl = out.with_name(out.name + "-incl")
+        incl = out.with_name(out.name + INCLUDED)
         if state(cell, root) != "done" or (incl / "probe.json").exists():
             continue
         cmd = [*dipo, "probe", "--merge", str(out), "--truncated", "include", "--output_dir", str(incl)]
@@ -238,7 +241,7 @@ def replay_edges(
 
 
 def cell_summary(cell: Cell, root: Path, suffix: str = "") -> dict[str, Any] | None:
-    """The atlas row of a finished cell (``None`` if it has no ``probe.json``); ``suffix="-incl"`` reads the cell's
+    """The atlas row of a finished cell (``None`` if it has no ``probe.json``); ``suffix=INCLUDED`` reads the cell's
     re-analysis with truncated responses included (:func:`run_included`)."""
     out = cell.out_dir(root).with_name(cell.name + suffix)
     path = out / "probe.json"
@@ -392,7 +395,7 @@ def plot_reach(rows: Sequence[dict[str, Any]], path: Path) -> Path | None:
 def report(root: Path, all_cells: Sequence[Cell]) -> dict[str, Any]:
     """Write ``atlas.json``, ``atlas.md`` and ``atlas_reach.png`` into ``root`` from the finished cells."""
     rows = [row for cell in all_cells if (row := cell_summary(cell, root)) is not None]
-    included = [row for cell in all_cells if (row := cell_summary(cell, root, "-incl")) is not None]
+    included = [row for cell in all_cells if (row := cell_summary(cell, root, INCLUDED)) is not None]
     missing = [f"{c.model}/{c.name}" for c in all_cells if state(c, root) != "done"]
     root.mkdir(parents=True, exist_ok=True)
     atlas = {"cells": rows, "included": included, "missing": missing}
