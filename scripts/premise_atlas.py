@@ -208,18 +208,27 @@ def reach(block: dict[str, Any], membership: str = "selected") -> dict[str, floa
     return {"pooled": pooled, "replay": replay}
 
 
+def read_samples(samples: Path) -> list[dict[str, Any]]:
+    """The records of a probe's ``samples.jsonl``, one per response."""
+    return [json.loads(line) for line in samples.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def replay_edges(
-    samples: Path, batch_prompts: int = 8, threshold_rule: str | None = None, truncated: str = "exclude"
+    samples: Path | Sequence[dict[str, Any]],
+    batch_prompts: int = 8,
+    threshold_rule: str | None = None,
+    truncated: str = "exclude",
 ) -> float | None:
     """Share of replay steps (``batch_prompts`` prompts, the two-batch queue of ``dipo.core.DiPO``) whose τ* falls at
-    an edge (no finite cut: every response on one side); ``None`` if there is no full step. ``truncated``: whether
-    truncated responses keep their PPL ("include") or not ("exclude", as in training), as the probe's option."""
+    an edge (no finite cut: every response on one side); ``None`` if there is no full step. ``samples``: a
+    ``samples.jsonl`` path or its records already read. ``truncated``: whether truncated responses keep their PPL
+    ("include") or not ("exclude", as in training), as the probe's option."""
     import dataclasses
 
     from dipo.core import DiPO, DiPOCoreConfig
     from dipo.probe.analysis import build_tensors
 
-    records = [json.loads(line) for line in samples.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = read_samples(samples) if isinstance(samples, Path) else samples
     if not records:
         return None
     t = build_tensors(records, truncated)
@@ -300,9 +309,10 @@ def cell_replay_edges(out: Path, batch_prompts: int, truncated: str = "exclude")
     them. Both ``None`` when neither file exists."""
     samples, cache = out / "samples.jsonl", out / "replay_edges.json"
     if samples.exists():
+        records = read_samples(samples)  # once, for both rules
         edges = {
-            "paper": replay_edges(samples, batch_prompts, truncated=truncated),
-            "balanced": replay_edges(samples, batch_prompts, "balanced", truncated),
+            "paper": replay_edges(records, batch_prompts, truncated=truncated),
+            "balanced": replay_edges(records, batch_prompts, "balanced", truncated),
             "batch_prompts": batch_prompts,
             "truncated": truncated,
         }

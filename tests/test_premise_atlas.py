@@ -121,6 +121,7 @@ def test_replay_edges_hand_computed(atlas, tmp_path):
     assert atlas.replay_edges(path, batch_prompts=8) == 0.5
     assert atlas.replay_edges(path, batch_prompts=16) == 0.0  # one step: the queue holds both kinds
     assert atlas.replay_edges(path, batch_prompts=32) is None  # no full step
+    assert atlas.replay_edges(atlas.read_samples(path), batch_prompts=8) == 0.5  # records read once, same answer
 
 
 def test_report_on_a_fake_output_folder(atlas, tmp_path):
