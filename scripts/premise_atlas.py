@@ -388,17 +388,24 @@ def plot_reach(rows: Sequence[dict[str, Any]], path: Path) -> Path | None:
     if not by_cell:
         return None
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
-    for name, points in sorted(by_cell.items()):
+    fig, ax = plt.subplots(figsize=(7.5, 5.2), dpi=100)
+    markers, dashes = "osD^v<>ph*", ("-", "--", ":", "-.")
+    for i, (name, points) in enumerate(sorted(by_cell.items())):
         xs, ys = zip(*sorted(points), strict=True)
-        ax.plot(xs, ys, marker="o", label=name)
+        # Distinct markers and dash styles: many cells share a value (often 0 %), and their lines overlap.
+        ax.plot(xs, ys, marker=markers[i % len(markers)], ls=dashes[i % 4], ms=5, alpha=0.85, label=name)
     ax.axhline(5, color="k", ls="--", lw=1, label="5 % (decision rule)")
     ax.set_xscale("log")
-    ax.set_xticks([m.params for m in MODELS.values()], [m.key for m in MODELS.values()], fontsize=7, rotation=15)
+    ax.minorticks_off()  # the log scale's own minor labels (2×10⁸, …) would collide with the model names
+    ax.set_xticks(
+        [m.params for m in MODELS.values()],
+        [f"{m.key}\n{m.params / 1e6:.0f}M" for m in MODELS.values()],
+        fontsize=7,
+    )
     ax.set_xlabel("model (parameters, log scale)")
     ax.set_ylabel("extreme groups BRR reallocates (%)")
     ax.set_title("BRR reach in the replay at training batch size (membership 'selected')", fontsize=10)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.2))  # below the axes, off the data
     return save_figure(fig, path)
 
 
