@@ -208,27 +208,21 @@ def reach(block: dict[str, Any], membership: str = "selected") -> dict[str, floa
     return {"pooled": pooled, "replay": replay}
 
 
-def read_samples(samples: Path) -> list[dict[str, Any]]:
-    """The records of a probe's ``samples.jsonl``, one per response."""
-    return [json.loads(line) for line in samples.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def replay_edges(
-    samples: Path | Sequence[dict[str, Any]],
+    records: Sequence[dict[str, Any]],
     batch_prompts: int = 8,
     threshold_rule: str | None = None,
     truncated: str = "exclude",
 ) -> float | None:
     """Share of replay steps (``batch_prompts`` prompts, the two-batch queue of ``dipo.core.DiPO``) whose τ* falls at
-    an edge (no finite cut: every response on one side); ``None`` if there is no full step. ``samples``: a
-    ``samples.jsonl`` path or its records already read. ``truncated``: whether truncated responses keep their PPL
+    an edge (no finite cut: every response on one side); ``None`` if there is no full step. ``records``: a
+    probe's samples (:func:`dipo.probe.read_samples`). ``truncated``: whether truncated responses keep their PPL
     ("include") or not ("exclude", as in training), as the probe's option."""
     import dataclasses
 
     from dipo.core import DiPO, DiPOCoreConfig
     from dipo.probe.analysis import build_tensors
 
-    records = read_samples(samples) if isinstance(samples, Path) else samples
     if not records:
         return None
     t = build_tensors(records, truncated)
@@ -287,7 +281,8 @@ def cell_summary(cell: Cell, root: Path, suffix: str = "") -> dict[str, Any] | N
         replay_judged=((result.get("batches") or {}).get("selected") or {}).get("frac_steps_judgment_passed"),
     )
     batch_prompts = (result.get("batches") or {}).get("batch_prompts") or 8
-    edges = cell_replay_edges(out, batch_prompts, (result.get("config") or {}).get("truncated", "exclude"))
+    truncated = (result.get("config") or {}).get("truncated", "exclude")
+    edges = cell_replay_edges(out, batch_prompts, result.get("k") or cell.k, truncated)
     row["replay_edge"] = edges["paper"]
     balanced = result.get("balanced")
     if balanced:
@@ -301,15 +296,18 @@ def cell_summary(cell: Cell, root: Path, suffix: str = "") -> dict[str, Any] | N
     return row
 
 
-def cell_replay_edges(out: Path, batch_prompts: int, truncated: str = "exclude") -> dict[str, float | None]:
-    """Replay edge shares of a cell under the paper's and the balanced rule, from its ``samples.jsonl``.
+def cell_replay_edges(out: Path, batch_prompts: int, k: int, truncated: str = "exclude") -> dict[str, float | None]:
+    """Replay edge shares of a cell under the paper's and the balanced rule, from its ``samples.jsonl`` (groups of
+    ``k``, read once by the probe's own reader).
 
     The values are also written to ``replay_edges.json`` in the cell, and read from there when ``samples.jsonl`` is
     absent (the committed copies of the cells leave the samples out), so a report rebuilt from committed cells keeps
     them. Both ``None`` when neither file exists."""
     samples, cache = out / "samples.jsonl", out / "replay_edges.json"
     if samples.exists():
-        records = read_samples(samples)  # once, for both rules
+        from dipo.probe import read_samples
+
+        records = read_samples(samples, k)
         edges = {
             "paper": replay_edges(records, batch_prompts, truncated=truncated),
             "balanced": replay_edges(records, batch_prompts, "balanced", truncated),

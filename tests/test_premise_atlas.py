@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from dipo.probe import read_samples
 from script_helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,10 +119,10 @@ def test_replay_edges_hand_computed(atlas, tmp_path):
     step2 = [[(1.0, 1.1), (0.0, 5.0)]] * 8
     path = tmp_path / "samples.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in _records(step1 + step2, 2)))
-    assert atlas.replay_edges(path, batch_prompts=8) == 0.5
-    assert atlas.replay_edges(path, batch_prompts=16) == 0.0  # one step: the queue holds both kinds
-    assert atlas.replay_edges(path, batch_prompts=32) is None  # no full step
-    assert atlas.replay_edges(atlas.read_samples(path), batch_prompts=8) == 0.5  # records read once, same answer
+    records = read_samples(path, 2)
+    assert atlas.replay_edges(records, batch_prompts=8) == 0.5
+    assert atlas.replay_edges(records, batch_prompts=16) == 0.0  # one step: the queue holds both kinds
+    assert atlas.replay_edges(records, batch_prompts=32) is None  # no full step
 
 
 def test_report_on_a_fake_output_folder(atlas, tmp_path):
@@ -213,7 +214,7 @@ def test_replay_edges_survive_without_the_samples(atlas, tmp_path):
     (cell.out_dir(tmp_path) / "samples.jsonl").unlink()
     again = atlas.cell_summary(cell, tmp_path)
     assert first["replay_edge"] == again["replay_edge"] == 0.5  # step 1 (all wrong): no cut; step 2 has one
-    assert atlas.cell_replay_edges(cell.out_dir(tmp_path), batch_prompts=16) == {"paper": None, "balanced": None}
+    assert atlas.cell_replay_edges(cell.out_dir(tmp_path), batch_prompts=16, k=2) == {"paper": None, "balanced": None}
     (cell.out_dir(tmp_path) / "replay_edges.json").unlink()
     assert atlas.cell_summary(cell, tmp_path)["replay_edge"] is None
 
