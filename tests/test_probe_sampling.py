@@ -122,3 +122,43 @@ def test_probe_cli_bf16_sampling_stores_the_fp32_policy_logprobs(tmp_path, capsy
     for record in records:
         direct = _direct_logps(model, tokenizer, prompts[record["id"]], record["token_ids"])
         assert torch.allclose(torch.tensor(record["token_logps"], dtype=torch.float64), direct, atol=2e-5)
+
+
+@pytest.mark.parametrize(("temperature", "top_p"), [(TEMPERATURE, 1.0), (1.0, 1.0), (1.3, 0.8)])
+def test_recorded_logprobs_match_generate_logits_with_the_same_tokens(policy, temperature, top_p):
+    """fp32 sampling records the log-probs step by step (no vocabulary-sized logits kept for the whole response): the
+    drawn tokens are exactly those of ``generate``'s own warpers with ``output_logits=True``, and the log-probs are
+    ``log softmax(logits / T)`` of those raw logits, untruncated by top-p."""
+    model, tokenizer = policy
+    config = SamplingConfig(k=4, max_new_tokens=6, temperature=temperature, top_p=top_p, batch_size=3)
+    rows = _rows()
+    samples = sample_batch(model, tokenizer, rows, config, 5)
+    enc = tokenizer([r.prompt for r in rows], return_tensors="pt", padding=True)
+    torch.manual_seed(config.seed + 5)
+    reference = model.generate(
+        **enc, max_new_tokens=6, do_sample=True, temperature=temperature, top_p=top_p, top_k=0, num_return_sequences=4,
+        eos_token_id=sampling.eos_ids(model, tokenizer), pad_token_id=tokenizer.pad_token_id,
+        return_dict_in_generate=True, output_logits=True,
+    )  # fmt: skip
+    completion = reference.sequences[:, enc["input_ids"].shape[1] :]
+    logps = torch.log_softmax(torch.stack(reference.logits, dim=1).double() / temperature, dim=-1)
+    expected = logps.gather(-1, completion[:, : logps.shape[1]].unsqueeze(-1)).squeeze(-1)
+    flat = [s for group in samples for s in group]
+    assert len({s["num_tokens"] for s in flat}) > 1
+    for i, sample in enumerate(flat):
+        n = sample["num_tokens"]
+        assert sample["token_ids"] == completion[i, :n].tolist()
+        assert torch.allclose(torch.tensor(sample["token_logps"], dtype=torch.float64), expected[i, :n], atol=2e-6)
+
+
+def test_recorder_keeps_one_step_of_logits_and_gathers_the_last_token():
+    """Hand-made steps: each step's distribution is dropped once the next call shows the token drawn from it."""
+    recorder = sampling.SampledTokenLogps(temperature=2.0)
+    scores = [torch.tensor([[0.0, 2.0, 4.0]]), torch.tensor([[4.0, 0.0, 0.0]])]
+    ids = torch.tensor([[7, 2]])  # prompt token 7, then token 2 drawn at step 1
+    assert torch.equal(recorder(ids[:, :1], scores[0].clone()), scores[0] / 2)
+    recorder(ids, scores[1].clone())
+    assert len(recorder._logps) == 1 and recorder._pending is not None  # step 2's distribution only
+    logps = recorder.token_logps(torch.tensor([[7, 2, 0]]))  # token 0 drawn at step 2
+    expected = [torch.log_softmax(scores[0] / 2, -1)[0, 2], torch.log_softmax(scores[1] / 2, -1)[0, 0]]
+    assert torch.allclose(logps, torch.stack(expected)[None])

@@ -1,7 +1,8 @@
 """Sampling for ``dipo probe``: k responses per prompt with the per-token log-probs of the policy that sampled them.
 
 **Which distribution.** The log-prob of response token y_t is ``log softmax(z_t / T)[y_t]``, where ``z_t`` are the
-model's raw logits at that step (``generate(..., output_logits=True)``) and ``T`` the sampling temperature: the
+model's raw logits at that step (recorded during ``generate`` by :class:`SampledTokenLogps`) and ``T`` the sampling
+temperature: the
 *tempered* policy, exactly what TRL's old / sampler per-token log-probs are (TRL divides the logits by the
 temperature; it applies no top-p / top-k truncation to them). With ``top_p = 1`` this is the distribution the tokens
 were drawn from; with ``top_p < 1`` tokens were drawn from the truncated version of it, as in training.
@@ -18,8 +19,8 @@ fixed order (prompts sorted by length) and batch b is seeded with ``seed + b`` w
 on CPU). With ``sample_dtype="bf16"`` a bf16 copy of it draws the tokens and one teacher-forced pass of the policy
 recomputes the log-probs of the drawn tokens, exactly as training computes its old log-probs from a vLLM / bf16
 sampler's tokens: the PPL is the policy's, the tokens come from its bf16 rounding. ``sample_dtype="fp32"`` samples
-with the policy itself (fp32 on CPU) and keeps ``generate``'s logits. ``"auto"`` (default) picks the faster one:
-bf16 on a CPU with native bf16 matrix instructions (``avx512_bf16`` / ``amx_bf16``; issue 19 measured 1.66x
+with the policy itself (fp32 on CPU) and records its log-probs while it samples. ``"auto"`` (default) picks the
+faster one: bf16 on a CPU with native bf16 matrix instructions (``avx512_bf16`` / ``amx_bf16``; issue 19 measured 1.66x
 there), the policy's own dtype elsewhere (an AVX2-only CPU runs bf16 matmuls several times slower than fp32; on a GPU
 the policy is loaded in bf16 already). See ``benchmarks/sampling_bench.py`` and ``docs/results/sampling.md``. When
 the sampling dtype is the policy's own, no copy is made and nothing is recomputed.
@@ -33,6 +34,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
 
 from dipo.evaluation.generation import SamplingConfig, eos_ids, render
 from dipo.tasks.data import TaskRow
@@ -111,6 +113,42 @@ def rescore(
     return torch.cat(out)
 
 
+class SampledTokenLogps(LogitsProcessor):
+    """Records ``log softmax(z_t / T)[y_t]`` of every sampled token during ``generate``, one step's distribution at a
+    time, and applies the temperature itself (``generate`` then runs with ``temperature=1``).
+
+    ``generate(..., output_logits=True)`` would keep every step's logits until the end: rows × steps × vocabulary fp32,
+    10 GB for 32 rows × 512 tokens × Qwen's 152k vocabulary, and three times that to take their log-softmax. Here the
+    distribution of step t is kept only until step t + 1, whose ``input_ids`` end with the token drawn from it; the
+    last step's token is gathered from the returned sequences by :meth:`token_logps`. Placed before top-p, with no
+    warper of ``generate``'s own before it, it sees the raw logits as ``output_logits`` would and divides them by ``T``
+    exactly as ``TemperatureLogitsWarper`` does, so the drawn tokens are unchanged.
+    """
+
+    def __init__(self, temperature: float) -> None:
+        self.temperature = temperature
+        self._pending: torch.Tensor | None = None
+        self._logps: list[torch.Tensor] = []
+
+    def _collect(self, input_ids: torch.Tensor) -> None:
+        if self._pending is not None:
+            self._logps.append(self._pending.gather(-1, input_ids[:, -1:]).squeeze(-1))
+            self._pending = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self._collect(input_ids)
+        scores = scores / self.temperature
+        self._pending = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def token_logps(self, sequences: torch.Tensor) -> torch.Tensor:
+        """``[rows, steps]`` log-probs of the generated tokens, given ``generate``'s returned ``sequences``."""
+        self._collect(sequences)
+        if not self._logps:
+            return torch.zeros(sequences.shape[0], 0)
+        return torch.stack(self._logps, dim=1)
+
+
 def batch_plan(rows: Sequence[TaskRow], tokenizer: Any, config: SamplingConfig) -> list[list[int]]:
     """Row indices of each generation batch: rows sorted by rendered prompt length, ``batch_size`` per batch."""
     lengths = [len(render(r.prompt, tokenizer, config.chat_template)) for r in rows]
@@ -147,25 +185,29 @@ def sample_batch(
     enc = {key: value.to(device) for key, value in enc.items()}
     stop = eos_ids(model, tokenizer)
     sampler = model if sampler is None else sampler
+    # Sampling with the policy itself: the recorder keeps its log-probs and applies the temperature (then top-p), so
+    # generate adds no warper of its own; the drawn tokens are those generate's own warpers would draw.
+    recorder = SampledTokenLogps(config.temperature) if sampler is model else None
+    processors = LogitsProcessorList([recorder] if recorder else [])
+    if recorder and config.top_p < 1.0:
+        processors.append(TopPLogitsWarper(top_p=config.top_p))
     torch.manual_seed(config.seed + batch_index)
     out = sampler.generate(
         **enc,
         max_new_tokens=config.max_new_tokens,
         do_sample=True,
-        temperature=config.temperature,
-        top_p=config.top_p,
+        temperature=1.0 if recorder else config.temperature,
+        top_p=1.0 if recorder else config.top_p,
         top_k=0,
+        logits_processor=processors,
         num_return_sequences=config.k,
         eos_token_id=stop,
         pad_token_id=tokenizer.pad_token_id,
         return_dict_in_generate=True,
-        output_logits=sampler is model,
     )
     completion = out.sequences[:, enc["input_ids"].shape[1] :]
-    if sampler is model:
-        logits = torch.stack(out.logits, dim=1).float()  # [rows*k, T, V], raw (before temperature / top-p)
-        logps = torch.log_softmax(logits / config.temperature, dim=-1)
-        token_logps = logps.gather(-1, completion[:, : logits.shape[1]].unsqueeze(-1)).squeeze(-1).cpu()
+    if recorder:
+        token_logps = recorder.token_logps(out.sequences).cpu()
     else:
         repeat = {key: enc[key].repeat_interleave(config.k, dim=0) for key in ("input_ids", "attention_mask")}
         token_logps = rescore(model, repeat["input_ids"], repeat["attention_mask"], completion, config.temperature)
