@@ -162,3 +162,37 @@ def test_recorder_keeps_one_step_of_logits_and_gathers_the_last_token():
     logps = recorder.token_logps(torch.tensor([[7, 2, 0]]))  # token 0 drawn at step 2
     expected = [torch.log_softmax(scores[0] / 2, -1)[0, 2], torch.log_softmax(scores[1] / 2, -1)[0, 0]]
     assert torch.allclose(logps, torch.stack(expected)[None])
+
+
+def test_each_prompt_is_prefilled_once_for_its_k_samples(policy):
+    """The k samples share one prefill of their prompt: the model sees B prompts once, then one token per sample per
+    step (generate alone would prefill B·k copies); the cache equals a per-copy prefill up to float rounding."""
+    model, tokenizer = policy
+    config = SamplingConfig(k=4, max_new_tokens=3, temperature=TEMPERATURE, top_p=1.0, batch_size=3)
+    rows = _rows()
+    widths: list[tuple[int, int]] = []
+    hook = model.register_forward_pre_hook(
+        lambda _m, _a, kw: widths.append(tuple(kw["input_ids"].shape)), with_kwargs=True
+    )
+    try:
+        sample_batch(model, tokenizer, rows, config, 0)
+    finally:
+        hook.remove()
+    prompt = tokenizer([r.prompt for r in rows], return_tensors="pt", padding=True)["input_ids"]
+    assert widths[0] == (3, prompt.shape[1] - 1)  # the shared prefill: B rows
+    assert all(shape == (12, 1) for shape in widths[1:])  # B·k rows, one new token each
+
+    enc = tokenizer([r.prompt for r in rows], return_tensors="pt", padding=True)
+    cache = sampling.shared_prompt_cache(model, enc["input_ids"], enc["attention_mask"], 4)
+    ids, mask = (enc[key].repeat_interleave(4, 0) for key in ("input_ids", "attention_mask"))
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        full = model(
+            input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1], use_cache=True
+        )
+    for layer, reference in zip(cache.layers, full.past_key_values.layers, strict=True):
+        assert layer.keys.shape == reference.keys.shape
+        assert torch.allclose(layer.keys, reference.keys, atol=1e-5)
+        assert torch.allclose(layer.values, reference.values, atol=1e-5)
+    assert sampling.shared_prompt_cache(model, enc["input_ids"], enc["attention_mask"], 1) is None
+    assert sampling.shared_prompt_cache(model, enc["input_ids"][:, -1:], enc["attention_mask"][:, -1:], 4) is None

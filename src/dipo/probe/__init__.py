@@ -314,6 +314,7 @@ def _probe_meta(
         "reward": getattr(spec.make_reward(), "__name__", "reward"),
         "logprobs": "log softmax(logits / temperature) of the sampled tokens (tempered policy, no top-p), EOS "
         "included, prompt and padding excluded",
+        "prompt_prefill": "once per prompt, its KV cache shared by the k samples (dipo.probe.sampling)",
         "hardware": hardware_description(),
         "torch_threads": torch.get_num_threads(),
     }

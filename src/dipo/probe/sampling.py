@@ -28,14 +28,16 @@ the sampling dtype is the policy's own, no copy is made and nothing is recompute
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
+from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
 
+from dipo.evaluation.attention import grouped_decode_attention
 from dipo.evaluation.generation import SamplingConfig, eos_ids, render
 from dipo.tasks.data import TaskRow
 
@@ -149,6 +151,35 @@ class SampledTokenLogps(LogitsProcessor):
         return torch.stack(self._logps, dim=1)
 
 
+@torch.inference_mode()
+def shared_prompt_cache(
+    sampler: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int
+) -> DynamicCache | None:
+    """The KV cache of every prompt but its last token, computed once per prompt and repeated for its ``k`` samples.
+
+    ``generate(num_return_sequences=k)`` copies each prompt ``k`` times *before* the prefill, so each sample pays for
+    the whole prompt again; with short answers that prefill is most of the work (a chat-templated prompt of ~45
+    tokens against answers of 2–5). With this cache, ``generate`` runs on the ``k`` copies but feeds only their last
+    prompt token. Positions follow the attention mask, as in ``generate``. The sampling distribution is unchanged;
+    the prompt's keys and values differ from the unshared prefill only by float rounding (a batch of B rows instead of
+    B·k). ``None`` when there is nothing to share (``k = 1`` or one-token prompts).
+    """
+    if k < 2 or input_ids.shape[1] < 2:
+        return None
+    cache = DynamicCache(config=sampler.config)
+    positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    sampler(
+        input_ids=input_ids[:, :-1],
+        attention_mask=attention_mask[:, :-1],
+        position_ids=positions[:, :-1],
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    cache.batch_repeat_interleave(k)
+    return cache
+
+
 def batch_plan(rows: Sequence[TaskRow], tokenizer: Any, config: SamplingConfig) -> list[list[int]]:
     """Row indices of each generation batch: rows sorted by rendered prompt length, ``batch_size`` per batch."""
     lengths = [len(render(r.prompt, tokenizer, config.chat_template)) for r in rows]
@@ -164,11 +195,16 @@ def sample_batch(
     config: SamplingConfig,
     batch_index: int,
     sampler: Any = None,
+    share_prompt: bool = True,
+    grouped_attention: bool = True,
 ) -> list[list[dict[str, Any]]]:
-    """``config.k`` samples of every row (one ``generate`` call), each with its per-token tempered log-probs.
+    """``config.k`` samples of every row (one ``generate`` call, each prompt prefilled once by
+    :func:`shared_prompt_cache`), each with its per-token tempered log-probs.
 
     ``sampler`` (default ``model``) draws the tokens; when it is not ``model``, the log-probs are recomputed by
-    :func:`rescore` with ``model``.
+    :func:`rescore` with ``model``. ``share_prompt=False`` lets ``generate`` prefill each of the k copies itself;
+    ``grouped_attention=False`` keeps transformers' sdpa at decode steps instead of
+    :func:`~dipo.evaluation.attention.grouped_decode_sdpa` (both: reference paths of ``benchmarks/sampling_bench.py``).
 
     Returns, per row, ``k`` dicts: ``completion`` (decoded, special tokens dropped), ``num_tokens`` (incl. EOS),
     ``truncated`` (no EOS within ``max_new_tokens``), ``token_ids`` and ``token_logps`` (one per counted token).
@@ -191,25 +227,30 @@ def sample_batch(
     processors = LogitsProcessorList([recorder] if recorder else [])
     if recorder and config.top_p < 1.0:
         processors.append(TopPLogitsWarper(top_p=config.top_p))
+    repeat = {key: enc[key].repeat_interleave(config.k, dim=0) for key in ("input_ids", "attention_mask")}
     torch.manual_seed(config.seed + batch_index)
-    out = sampler.generate(
-        **enc,
-        max_new_tokens=config.max_new_tokens,
-        do_sample=True,
-        temperature=1.0 if recorder else config.temperature,
-        top_p=1.0 if recorder else config.top_p,
-        top_k=0,
-        logits_processor=processors,
-        num_return_sequences=config.k,
-        eos_token_id=stop,
-        pad_token_id=tokenizer.pad_token_id,
-        return_dict_in_generate=True,
-    )
+    with grouped_decode_attention(sampler) if grouped_attention else contextlib.nullcontext():
+        cache = (
+            shared_prompt_cache(sampler, enc["input_ids"], enc["attention_mask"], config.k) if share_prompt else None
+        )
+        out = sampler.generate(
+            **(repeat if cache is not None else enc),
+            past_key_values=cache,
+            max_new_tokens=config.max_new_tokens,
+            do_sample=True,
+            temperature=1.0 if recorder else config.temperature,
+            top_p=1.0 if recorder else config.top_p,
+            top_k=0,
+            logits_processor=processors,
+            num_return_sequences=1 if cache is not None else config.k,
+            eos_token_id=stop,
+            pad_token_id=tokenizer.pad_token_id,
+            return_dict_in_generate=True,
+        )
     completion = out.sequences[:, enc["input_ids"].shape[1] :]
     if recorder:
         token_logps = recorder.token_logps(out.sequences).cpu()
     else:
-        repeat = {key: enc[key].repeat_interleave(config.k, dim=0) for key in ("input_ids", "attention_mask")}
         token_logps = rescore(model, repeat["input_ids"], repeat["attention_mask"], completion, config.temperature)
         token_logps = token_logps.cpu()
     completion = completion.cpu()
