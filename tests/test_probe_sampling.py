@@ -196,3 +196,19 @@ def test_each_prompt_is_prefilled_once_for_its_k_samples(policy):
         assert torch.allclose(layer.values, reference.values, atol=1e-5)
     assert sampling.shared_prompt_cache(model, enc["input_ids"], enc["attention_mask"], 1) is None
     assert sampling.shared_prompt_cache(model, enc["input_ids"][:, -1:], enc["attention_mask"][:, -1:], 4) is None
+
+
+def test_a_repetition_penalty_in_the_generation_config_is_overridden(policy):
+    """Instruct checkpoints often ship ``repetition_penalty`` > 1 (Qwen2.5-Instruct: 1.05–1.1); TRL samples with 1.0,
+    and so does the probe: the samples and log-probs are those of a model without it."""
+    model, tokenizer = policy
+    config = SamplingConfig(k=4, max_new_tokens=6, temperature=TEMPERATURE, top_p=1.0, batch_size=3)
+    plain = sample_batch(model, tokenizer, _rows(), config, 2)
+    original = model.generation_config.repetition_penalty
+    model.generation_config.repetition_penalty = 3.0
+    try:
+        penalised = sample_batch(model, tokenizer, _rows(), config, 2)
+    finally:
+        model.generation_config.repetition_penalty = original
+    assert [s["token_ids"] for g in penalised for s in g] == [s["token_ids"] for g in plain for s in g]
+    assert [s["token_logps"] for g in penalised for s in g] == [s["token_logps"] for g in plain for s in g]

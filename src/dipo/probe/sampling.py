@@ -1,11 +1,12 @@
 """Sampling for ``dipo probe``: k responses per prompt with the per-token log-probs of the policy that sampled them.
 
 **Which distribution.** The log-prob of response token y_t is ``log softmax(z_t / T)[y_t]``, where ``z_t`` are the
-model's raw logits at that step (recorded during ``generate`` by :class:`SampledTokenLogps`) and ``T`` the sampling
-temperature: the
-*tempered* policy, exactly what TRL's old / sampler per-token log-probs are (TRL divides the logits by the
-temperature; it applies no top-p / top-k truncation to them). With ``top_p = 1`` this is the distribution the tokens
-were drawn from; with ``top_p < 1`` tokens were drawn from the truncated version of it, as in training.
+model's raw logits at that step (recorded during ``generate`` by :class:`SampledTokenLogps`) and ``T`` the
+sampling temperature: the *tempered* policy, exactly what TRL's old / sampler per-token log-probs are (TRL divides
+the logits by the temperature; it applies no top-p / top-k truncation to them). With ``top_p = 1`` this is the
+distribution the tokens were drawn from; with ``top_p < 1`` tokens were drawn from the truncated version of it, as in
+training. As in TRL, a repetition penalty in the model's generation config is overridden (``repetition_penalty=1``):
+many instruct checkpoints ship one (Qwen2.5-Instruct: 1.05–1.1), and it would change the sampled distribution.
 
 **Which tokens.** Response tokens up to and including the first EOS (TRL's completion mask); prompt and padding
 tokens are excluded. A response that hits the length limit without EOS is *truncated*; the analysis decides whether
@@ -241,6 +242,7 @@ def sample_batch(
             temperature=1.0 if recorder else config.temperature,
             top_p=1.0 if recorder else config.top_p,
             top_k=0,
+            repetition_penalty=1.0,
             logits_processor=processors,
             num_return_sequences=1 if cache is not None else config.k,
             eos_token_id=stop,
