@@ -89,6 +89,12 @@ def sampling_model(model: Any, sample_dtype: str = DEFAULT_SAMPLE_DTYPE) -> Any:
     return copy.deepcopy(model, memo).to(dtype).eval()
 
 
+def mask_positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of left-padded rows: each real token's index among the real tokens of its row, as ``generate``
+    numbers them (padding gets 0; it is masked out anyway)."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
 @torch.inference_mode()
 def rescore(
     model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion: torch.Tensor, temperature: float
@@ -101,7 +107,7 @@ def rescore(
     """
     ids = torch.cat([prompt_ids, completion], dim=1)
     mask = torch.cat([prompt_mask, torch.ones_like(completion)], dim=1)
-    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    positions = mask_positions(mask)
     width = completion.shape[1]
     vocab = model.get_output_embeddings().weight.shape[0]
     chunk = max(1, RESCORE_LOGITS_BYTES // (4 * (width + 1) * vocab))
@@ -168,7 +174,7 @@ def shared_prompt_cache(
     if k < 2 or input_ids.shape[1] < 2:
         return None
     cache = DynamicCache(config=sampler.config)
-    positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    positions = mask_positions(attention_mask)
     sampler(
         input_ids=input_ids[:, :-1],
         attention_mask=attention_mask[:, :-1],
