@@ -1,4 +1,4 @@
-"""Tokens/s of ``dipo probe``'s sampling paths, measured in one run on the same prompts.
+"""Tokens/s of ``dipo probe``'s and held-out evaluation's sampling paths, measured in one run on the same prompts.
 
 - ``fp32``: the fp32 policy samples and records its log-probs as it goes (``--sample_dtype fp32``);
 - ``fp32-per-sample-prefill``: the same, but ``generate`` prefills each of the k copies of a prompt (what
@@ -7,13 +7,18 @@
   query head (``repeat_kv``), instead of ``dipo.evaluation.attention.grouped_decode_sdpa``;
 - ``bf16``: a bf16 copy samples and its own logits give the log-probs (fast, but not the fp32 policy's PPL);
 - ``bf16+rescore``: a bf16 copy samples, one teacher-forced fp32 pass recomputes the log-probs (``--sample_dtype
-  bf16``, the default: the PPL is the fp32 policy's).
+  bf16``, the default: the PPL is the fp32 policy's);
+- ``eval``: held-out evaluation's sampler (``dipo.evaluation.generation.generate``: shared prefill, grouped decode,
+  no log-probs recorded); ``eval-plain``: the same with ``share_prompt=False, grouped_attention=False`` (its path
+  before both: ``generate`` with ``num_return_sequences=k``).
 
 The paths run batch by batch in turn (each path on batch 1, then on batch 2, ...), so a change of load on a shared
-machine hits all of them alike; tokens/s counts the response tokens each path produced (EOS included).
+machine hits all of them alike; tokens/s counts the response tokens each path produced (EOS included). The ratios
+are to the first path listed.
 
     python benchmarks/sampling_bench.py [--model smollm2-135m-instruct] [--prompts 64] [--k 8] [--threads 2] \
         [--paths fp32,fp32-per-sample-prefill,fp32-repeat-kv] [--task math --max_new_tokens 256]
+    python benchmarks/sampling_bench.py --paths eval,eval-plain ...
 """
 
 from __future__ import annotations
@@ -21,15 +26,16 @@ from __future__ import annotations
 import argparse
 import datetime
 import time
+from dataclasses import replace
 
 import torch
 
-from dipo.evaluation.generation import SamplingConfig, load_model
+from dipo.evaluation.generation import SamplingConfig, generate, load_model
 from dipo.evaluation.harness import hardware_description
 from dipo.probe.sampling import batch_plan, sample_batch, sampling_model
 from dipo.tasks.registry import get_task
 
-PATHS = ("fp32", "fp32-per-sample-prefill", "fp32-repeat-kv", "bf16", "bf16+rescore")
+PATHS = ("fp32", "fp32-per-sample-prefill", "fp32-repeat-kv", "bf16", "bf16+rescore", "eval", "eval-plain")
 
 
 def main() -> None:
@@ -42,12 +48,12 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--batch_size", type=int, default=8, help="prompts per generate call (x k sequences)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--paths", default=",".join(PATHS), help=f"comma list of {', '.join(PATHS)}; fp32 first")
+    parser.add_argument("--paths", default=",".join(PATHS[:5]), help=f"comma list of {', '.join(PATHS)}")
     args = parser.parse_args()
     paths = [p for p in args.paths.split(",") if p]
     unknown = sorted(set(paths) - set(PATHS))
-    if unknown or paths[:1] != ["fp32"]:
-        parser.error(f"--paths: a comma list of {', '.join(PATHS)}, fp32 (the baseline) first; got {args.paths!r}")
+    if unknown or not paths:
+        parser.error(f"--paths: a comma list of {', '.join(PATHS)} (the first is the baseline); got {args.paths!r}")
     torch.set_num_threads(args.threads)
 
     model, tokenizer = load_model(args.model, "float32", "cpu")
@@ -63,6 +69,8 @@ def main() -> None:
         "fp32-repeat-kv": (model, model, True, False),
         "bf16": (sampler, sampler, True, True),
         "bf16+rescore": (model, sampler, True, True),
+        "eval": (None, model, True, True),
+        "eval-plain": (None, model, False, False),
     }
     seconds = dict.fromkeys(paths, 0.0)
     tokens = dict.fromkeys(paths, 0)
@@ -72,24 +80,34 @@ def main() -> None:
             scorer, drawer, share, grouped = runs[name]
             start = time.perf_counter()
             batch = [rows[i] for i in idx]
-            groups = sample_batch(
-                scorer, tokenizer, batch, config, b, drawer, share_prompt=share, grouped_attention=grouped
-            )
+            if scorer is None:  # held-out evaluation: batch b seeded with b, as sample_batch seeds it
+                gens = generate(drawer, tokenizer, [r.prompt for r in batch], replace(config, seed=b),
+                                share_prompt=share, grouped_attention=grouped)  # fmt: skip
+                counts = [
+                    (n, t)
+                    for ns, ts in zip(gens.num_tokens, gens.truncated, strict=True)
+                    for n, t in zip(ns, ts, strict=True)
+                ]
+            else:
+                groups = sample_batch(
+                    scorer, tokenizer, batch, config, b, drawer, share_prompt=share, grouped_attention=grouped
+                )
+                counts = [(s["num_tokens"], s["truncated"]) for g in groups for s in g]
             seconds[name] += time.perf_counter() - start
-            tokens[name] += sum(s["num_tokens"] for g in groups for s in g)
-            truncated[name] += sum(s["truncated"] for g in groups for s in g)
+            tokens[name] += sum(n for n, _ in counts)
+            truncated[name] += sum(t for _, t in counts)
 
     print(f"# sampling_bench {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
     print(f"# {hardware_description()}; model {args.model}; task {args.task}; {len(rows)} prompts x {args.k}")
     print(f"# <= {args.max_new_tokens} tokens; T={args.temperature}; {args.batch_size} prompts per generate call")
     if sampler is not None:
         print(f"# bf16 copy of the weights made in {copy_seconds:.1f} s")
-    print(f"{'path':<24} {'tokens':>7} {'seconds':>8} {'tokens/s':>9} {'vs fp32':>8} {'truncated':>9}")
-    base = tokens["fp32"] / seconds["fp32"]
+    print(f"{'path':<24} {'tokens':>7} {'seconds':>8} {'tokens/s':>9} {'vs ' + paths[0]:>12} {'truncated':>9}")
+    base = tokens[paths[0]] / seconds[paths[0]]
     for name in paths:
         rate = tokens[name] / seconds[name]
         share = truncated[name] / (len(rows) * args.k)
-        print(f"{name:<24} {tokens[name]:>7} {seconds[name]:>8.1f} {rate:>9.1f} {rate / base:>7.2f}x {share:>9.0%}")
+        print(f"{name:<24} {tokens[name]:>7} {seconds[name]:>8.1f} {rate:>9.1f} {rate / base:>11.2f}x {share:>9.0%}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from dipo.evaluation import decoding
 from dipo.evaluation.generation import SamplingConfig
 from dipo.probe import sampling
 from dipo.probe.sampling import rescore, resolve_sample_dtype, sample_batch, sampling_model
@@ -183,7 +184,7 @@ def test_each_prompt_is_prefilled_once_for_its_k_samples(policy):
     assert all(shape == (12, 1) for shape in widths[1:])  # B·k rows, one new token each
 
     enc = tokenizer([r.prompt for r in rows], return_tensors="pt", padding=True)
-    cache = sampling.shared_prompt_cache(model, enc["input_ids"], enc["attention_mask"], 4)
+    cache = decoding.shared_prompt_cache(model, enc["input_ids"], enc["attention_mask"], 4)
     ids, mask = (enc[key].repeat_interleave(4, 0) for key in ("input_ids", "attention_mask"))
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     with torch.no_grad():
@@ -194,8 +195,8 @@ def test_each_prompt_is_prefilled_once_for_its_k_samples(policy):
         assert layer.keys.shape == reference.keys.shape
         assert torch.allclose(layer.keys, reference.keys, atol=1e-5)
         assert torch.allclose(layer.values, reference.values, atol=1e-5)
-    assert sampling.shared_prompt_cache(model, enc["input_ids"], enc["attention_mask"], 1) is None
-    assert sampling.shared_prompt_cache(model, enc["input_ids"][:, -1:], enc["attention_mask"][:, -1:], 4) is None
+    assert decoding.shared_prompt_cache(model, enc["input_ids"], enc["attention_mask"], 1) is None
+    assert decoding.shared_prompt_cache(model, enc["input_ids"][:, -1:], enc["attention_mask"][:, -1:], 4) is None
 
 
 def test_a_repetition_penalty_in_the_generation_config_is_overridden(policy):

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from dipo.evaluation.decoding import response_end, sample_sequences
 from dipo.tasks.assets import resolve_model
 
 # Imported inside functions: transformers, only to load a model (users of dipo.evaluation.metrics do not pay for it).
@@ -98,6 +99,20 @@ def plain_prompt(messages: Sequence[dict[str, str]]) -> str:
     return "\n\n".join(m["content"] for m in messages) + "\n\n"
 
 
+def encode_prompts(
+    prompts: Sequence[Sequence[dict[str, str]] | str], tokenizer: Any, chat_template: bool | None, device: Any
+) -> dict[str, torch.Tensor]:
+    """``input_ids`` / ``attention_mask`` of the rendered prompts (:func:`render`), left-padded, on ``device``.
+
+    A chat template writes the special tokens itself; plain-text prompts get the tokenizer's (e.g. BOS).
+    """
+    texts = [render(p, tokenizer, chat_template) for p in prompts]
+    has_template = bool(getattr(tokenizer, "chat_template", None)) if chat_template is None else chat_template
+    add_special = not (has_template and all(not isinstance(p, str) for p in prompts))
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=add_special)
+    return {key: enc[key].to(device) for key in ("input_ids", "attention_mask")}
+
+
 def eos_ids(model: Any, tokenizer: Any) -> list[int]:
     """Every token id that ends a response: the model's generation-config EOS ids and the tokenizer's EOS."""
     ids = model.generation_config.eos_token_id
@@ -139,6 +154,8 @@ def generate(
     *,
     order: str = "length",
     seeding: str = "per_batch",
+    share_prompt: bool = True,
+    grouped_attention: bool = True,
 ) -> Generations:
     """Sample ``config.k`` completions for every prompt, ``config.batch_size`` prompts per ``generate`` call.
 
@@ -147,16 +164,17 @@ def generate(
     ``seeding`` (:data:`SEEDINGS`): each batch seeded with ``seed + batch index`` (the default), or ``seed`` once
     before the first. Either way a run is reproducible on the same hardware and batch size. The global torch RNG is
     reseeded and left advanced; callers that must not disturb it wrap the call in ``torch.random.fork_rng``.
+
+    Each batch is one :func:`~dipo.evaluation.decoding.sample_sequences` call: the sampling parameters are
+    ``config``'s, with ``top_k=0`` and no repetition penalty whatever the checkpoint's generation config says (as TRL
+    samples in training). ``share_prompt`` (one prefill per prompt for its k samples) and ``grouped_attention``
+    (grouped-query decode steps without copying the cache) change only float rounding; ``False`` gives the plain
+    ``generate`` path (the demo keeps it, so that its published draws stay bit for bit).
     """
     for name, value, choices in (("order", order, ORDERS), ("seeding", seeding, SEEDINGS)):
         if value not in choices:
             raise ValueError(f"generate: {name}={value!r} is not one of {', '.join(choices)}")
     texts = [render(p, tokenizer, config.chat_template) for p in prompts]
-    # A chat template already writes the special tokens; plain-text prompts get the tokenizer's (e.g. BOS).
-    has_template = (
-        bool(getattr(tokenizer, "chat_template", None)) if config.chat_template is None else config.chat_template
-    )
-    add_special = not (has_template and all(not isinstance(p, str) for p in prompts))
     batch_order = (
         sorted(range(len(texts)), key=lambda i: len(texts[i])) if order == "length" else list(range(len(texts)))
     )
@@ -166,27 +184,31 @@ def generate(
     out_trunc: list[list[bool]] = [[] for _ in texts]
     device = next(model.parameters()).device
     start = time.perf_counter()
-    sampling = config.temperature > 0
-    kwargs: dict[str, Any] = {"max_new_tokens": config.max_new_tokens, "do_sample": sampling, "eos_token_id": stop_ids}
-    kwargs["pad_token_id"] = tokenizer.pad_token_id
-    if sampling:
-        kwargs.update(temperature=config.temperature, top_p=config.top_p, top_k=0, num_return_sequences=config.k)
+    k = config.k if config.temperature > 0 else 1
     for batch_index, begin in enumerate(range(0, len(batch_order), config.batch_size)):
         idx = batch_order[begin : begin + config.batch_size]
-        enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=add_special)
-        enc = {k: v.to(device) for k, v in enc.items()}
+        enc = encode_prompts([prompts[i] for i in idx], tokenizer, config.chat_template, device)
         if seeding == "per_batch" or batch_index == 0:
             torch.manual_seed(config.seed + batch_index)
-        seqs = model.generate(**enc, **kwargs)
-        completions = seqs[:, enc["input_ids"].shape[1] :].cpu()
-        for row, ids in enumerate(completions):
-            target = idx[row // config.k] if sampling else idx[row]
+        seqs = sample_sequences(
+            model,
+            enc,
+            k=k,
+            max_new_tokens=config.max_new_tokens,
+            temperature=config.temperature,
+            top_p=config.top_p,
+            eos_token_id=stop_ids,
+            pad_token_id=tokenizer.pad_token_id,
+            share_prompt=share_prompt,
+            grouped_attention=grouped_attention,
+        )
+        for row, ids in enumerate(seqs[:, enc["input_ids"].shape[1] :].cpu()):
+            target = idx[row // k]
             ids_list = ids.tolist()
-            ended = [j for j, t in enumerate(ids_list) if t in stop_ids]
-            length = ended[0] + 1 if ended else len(ids_list)
+            length, truncated = response_end(ids_list, stop_ids)
             out_text[target].append(tokenizer.decode(ids_list[:length], skip_special_tokens=True))
             out_tokens[target].append(length)
-            out_trunc[target].append(not ended)
+            out_trunc[target].append(truncated)
         if progress:
             progress(min(begin + config.batch_size, len(batch_order)), len(batch_order))
     return Generations(out_text, out_tokens, out_trunc, time.perf_counter() - start)

@@ -29,17 +29,16 @@ the sampling dtype is the policy's own, no copy is made and nothing is recompute
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
+from transformers import LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
 
-from dipo.evaluation.attention import grouped_decode_attention
-from dipo.evaluation.generation import SamplingConfig, eos_ids, render
+from dipo.evaluation.decoding import mask_positions, response_end, sample_sequences
+from dipo.evaluation.generation import SamplingConfig, encode_prompts, eos_ids, render
 from dipo.tasks.data import TaskRow
 
 #: ``--sample_dtype`` choices: the dtype of the weights that draw the tokens.
@@ -87,12 +86,6 @@ def sampling_model(model: Any, sample_dtype: str = DEFAULT_SAMPLE_DTYPE) -> Any:
         id(p): torch.nn.Parameter(p.detach().to(dtype), requires_grad=False) for p in model.parameters()
     }
     return copy.deepcopy(model, memo).to(dtype).eval()
-
-
-def mask_positions(mask: torch.Tensor) -> torch.Tensor:
-    """Position ids of left-padded rows: each real token's index among the real tokens of its row, as ``generate``
-    numbers them (padding gets 0; it is masked out anyway)."""
-    return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 @torch.inference_mode()
@@ -158,35 +151,6 @@ class SampledTokenLogps(LogitsProcessor):
         return torch.stack(self._logps, dim=1)
 
 
-@torch.inference_mode()
-def shared_prompt_cache(
-    sampler: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int
-) -> DynamicCache | None:
-    """The KV cache of every prompt but its last token, computed once per prompt and repeated for its ``k`` samples.
-
-    ``generate(num_return_sequences=k)`` copies each prompt ``k`` times *before* the prefill, so each sample pays for
-    the whole prompt again; with short answers that prefill is most of the work (a chat-templated prompt of ~45
-    tokens against answers of 2–5). With this cache, ``generate`` runs on the ``k`` copies but feeds only their last
-    prompt token. Positions follow the attention mask, as in ``generate``. The sampling distribution is unchanged;
-    the prompt's keys and values differ from the unshared prefill only by float rounding (a batch of B rows instead of
-    B·k). ``None`` when there is nothing to share (``k = 1`` or one-token prompts).
-    """
-    if k < 2 or input_ids.shape[1] < 2:
-        return None
-    cache = DynamicCache(config=sampler.config)
-    positions = mask_positions(attention_mask)
-    sampler(
-        input_ids=input_ids[:, :-1],
-        attention_mask=attention_mask[:, :-1],
-        position_ids=positions[:, :-1],
-        past_key_values=cache,
-        use_cache=True,
-        logits_to_keep=1,
-    )
-    cache.batch_repeat_interleave(k)
-    return cache
-
-
 def batch_plan(rows: Sequence[TaskRow], tokenizer: Any, config: SamplingConfig) -> list[list[int]]:
     """Row indices of each generation batch: rows sorted by rendered prompt length, ``batch_size`` per batch."""
     lengths = [len(render(r.prompt, tokenizer, config.chat_template)) for r in rows]
@@ -206,7 +170,7 @@ def sample_batch(
     grouped_attention: bool = True,
 ) -> list[list[dict[str, Any]]]:
     """``config.k`` samples of every row (one ``generate`` call, each prompt prefilled once by
-    :func:`shared_prompt_cache`), each with its per-token tempered log-probs.
+    :func:`~dipo.evaluation.decoding.shared_prompt_cache`), each with its per-token tempered log-probs.
 
     ``sampler`` (default ``model``) draws the tokens; when it is not ``model``, the log-probs are recomputed by
     :func:`rescore` with ``model``. ``share_prompt=False`` lets ``generate`` prefill each of the k copies itself;
@@ -218,14 +182,8 @@ def sample_batch(
     """
     if config.temperature <= 0:
         raise ValueError("dipo probe needs sampling (temperature > 0): the premise is about sampled groups")
-    texts = [render(r.prompt, tokenizer, config.chat_template) for r in rows]
-    has_template = (
-        bool(getattr(tokenizer, "chat_template", None)) if config.chat_template is None else config.chat_template
-    )
-    add_special = not (has_template and all(not isinstance(r.prompt, str) for r in rows))
-    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=add_special)
     device = next(model.parameters()).device
-    enc = {key: value.to(device) for key, value in enc.items()}
+    enc = encode_prompts([r.prompt for r in rows], tokenizer, config.chat_template, device)
     stop = eos_ids(model, tokenizer)
     sampler = model if sampler is None else sampler
     # Sampling with the policy itself: the recorder keeps its log-probs and applies the temperature (then top-p), so
@@ -234,44 +192,37 @@ def sample_batch(
     processors = LogitsProcessorList([recorder] if recorder else [])
     if recorder and config.top_p < 1.0:
         processors.append(TopPLogitsWarper(top_p=config.top_p))
-    repeat = {key: enc[key].repeat_interleave(config.k, dim=0) for key in ("input_ids", "attention_mask")}
     torch.manual_seed(config.seed + batch_index)
-    with grouped_decode_attention(sampler) if grouped_attention else contextlib.nullcontext():
-        cache = (
-            shared_prompt_cache(sampler, enc["input_ids"], enc["attention_mask"], config.k) if share_prompt else None
-        )
-        out = sampler.generate(
-            **(repeat if cache is not None else enc),
-            past_key_values=cache,
-            max_new_tokens=config.max_new_tokens,
-            do_sample=True,
-            temperature=1.0 if recorder else config.temperature,
-            top_p=1.0 if recorder else config.top_p,
-            top_k=0,
-            repetition_penalty=1.0,
-            logits_processor=processors,
-            num_return_sequences=1 if cache is not None else config.k,
-            eos_token_id=stop,
-            pad_token_id=tokenizer.pad_token_id,
-            return_dict_in_generate=True,
-        )
-    completion = out.sequences[:, enc["input_ids"].shape[1] :]
+    sequences = sample_sequences(
+        sampler,
+        enc,
+        k=config.k,
+        max_new_tokens=config.max_new_tokens,
+        temperature=1.0 if recorder else config.temperature,
+        top_p=1.0 if recorder else config.top_p,
+        eos_token_id=stop,
+        pad_token_id=tokenizer.pad_token_id,
+        logits_processor=processors,
+        share_prompt=share_prompt,
+        grouped_attention=grouped_attention,
+    )
+    completion = sequences[:, enc["input_ids"].shape[1] :]
     if recorder:
-        token_logps = recorder.token_logps(out.sequences).cpu()
+        token_logps = recorder.token_logps(sequences).cpu()
     else:
-        token_logps = rescore(model, repeat["input_ids"], repeat["attention_mask"], completion, config.temperature)
-        token_logps = token_logps.cpu()
+        prompt_ids = enc["input_ids"].repeat_interleave(config.k, dim=0)
+        prompt_mask = enc["attention_mask"].repeat_interleave(config.k, dim=0)
+        token_logps = rescore(model, prompt_ids, prompt_mask, completion, config.temperature).cpu()
     completion = completion.cpu()
     results: list[list[dict[str, Any]]] = [[] for _ in rows]
     for seq in range(completion.shape[0]):
         ids = completion[seq].tolist()
-        ended = next((j for j, t in enumerate(ids) if t in stop), None)
-        length = ended + 1 if ended is not None else len(ids)
+        length, truncated = response_end(ids, stop)
         results[seq // config.k].append(
             {
                 "completion": tokenizer.decode(ids[:length], skip_special_tokens=True),
                 "num_tokens": length,
-                "truncated": ended is None,
+                "truncated": truncated,
                 "token_ids": ids[:length],
                 "token_logps": [round(float(x), 6) for x in token_logps[seq, :length]],
             }
