@@ -29,8 +29,9 @@ def test_response_end():
 
 
 def test_evaluation_prefills_each_prompt_once_and_decodes_without_copying_the_cache(policy, monkeypatch):
-    """``generate`` (held-out evaluation): one prefill of B prompts, then one token for each of the B·k rows per step,
-    and transformers' repeat_kv only at that prefill; the draws equal the plain ``generate`` path's."""
+    """``generate`` (held-out evaluation): one prefill of the B prompts, then one token per unfinished row per step
+    (at most B·k rows, fewer as responses end), and transformers' repeat_kv only at that prefill; the plain path
+    (``generate`` on B·k copies) copies the cache at every step."""
     model, tokenizer = policy
     config = SamplingConfig(k=4, max_new_tokens=6, temperature=0.8, top_p=1.0, batch_size=3, seed=1)
     widths: list[tuple[int, int]] = []
@@ -45,13 +46,84 @@ def test_evaluation_prefills_each_prompt_once_and_decodes_without_copying_the_ca
     finally:
         hook.remove()
     width = encode_prompts(PROMPTS, tokenizer, None, "cpu")["input_ids"].shape[1]
-    assert widths[0] == (3, width - 1) and all(shape == (12, 1) for shape in widths[1:])
+    assert widths[0] == (3, width) and all(w == 1 and rows <= 12 for rows, w in widths[1:])
+    assert [rows for rows, _ in widths[1:]] == sorted((rows for rows, _ in widths[1:]), reverse=True)
     assert len(copies) == 2 * 2  # keys and values of 2 layers, prefill only
     copies.clear()
-    plain = generate(model, tokenizer, PROMPTS, config, share_prompt=False, grouped_attention=False)
+    plain = generate(
+        model, tokenizer, PROMPTS, config, prune_finished=False, share_prompt=False, grouped_attention=False
+    )
     assert len(copies) > 2 * 2 * 5  # the plain path copies the cache at every step
-    assert fast.texts == plain.texts and fast.num_tokens == plain.num_tokens and fast.truncated == plain.truncated
+    assert [len(t) for t in fast.texts] == [len(t) for t in plain.texts] == [4, 4, 4]
     assert any(n > 1 for row in fast.num_tokens for n in row)  # responses long enough to test the decode steps
+
+
+NEVER = [1000]  # an EOS id outside the vocabulary: no response ends
+
+
+@pytest.mark.parametrize("share_prompt", [True, False])
+@pytest.mark.parametrize(("temperature", "top_p"), [(0.7, 1.0), (1.3, 0.8)])
+def test_pruned_loop_draws_generates_tokens_while_no_response_has_ended(policy, temperature, top_p, share_prompt):
+    """Until a row ends, the pruned loop is ``generate``'s sampling step: the same draws from the same seed, and the
+    recorded log-probs equal the recorder's on ``generate``."""
+    model, tokenizer = policy
+    enc = encode_prompts(PROMPTS, tokenizer, None, "cpu")
+    common = {"k": 4, "max_new_tokens": 7, "temperature": temperature, "top_p": top_p, "eos_token_id": NEVER,
+              "pad_token_id": tokenizer.pad_token_id, "record_logps": True, "share_prompt": share_prompt}  # fmt: skip
+    torch.manual_seed(3)
+    pruned, pruned_logps = sample_sequences(model, enc, **common)
+    torch.manual_seed(3)
+    reference, reference_logps = sample_sequences(model, enc, prune_finished=False, **common)
+    assert pruned.shape == reference.shape == (12, 7)
+    assert torch.equal(pruned, reference)
+    assert torch.allclose(pruned_logps, reference_logps, atol=2e-6)
+
+
+def _frequent_token(model, tokenizer, enc) -> int:
+    """The token drawn most often in a first pass: as EOS, it ends responses at different steps."""
+    torch.manual_seed(0)
+    responses, _ = sample_sequences(model, enc, k=4, max_new_tokens=6, temperature=1.0, top_p=1.0, eos_token_id=NEVER,
+                                    pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    return int(torch.mode(responses.flatten()).values)
+
+
+def test_pruned_loop_keeps_the_policys_log_probs_as_rows_leave(policy):
+    """Responses end at different steps; every recorded log-prob equals a teacher-forced pass over the prompt and
+    the response drawn (so positions, padding and cache stay right as rows leave the batch), and each response is
+    padded after its EOS."""
+    from dipo.probe.sampling import rescore
+
+    model, tokenizer = policy
+    enc = encode_prompts(PROMPTS, tokenizer, None, "cpu")
+    eos = _frequent_token(model, tokenizer, enc)
+    torch.manual_seed(4)
+    pad = tokenizer.pad_token_id
+    responses, logps = sample_sequences(model, enc, k=4, max_new_tokens=8, temperature=0.9, top_p=1.0,
+                                        eos_token_id=[eos], pad_token_id=pad, record_logps=True)  # fmt: skip
+    ends = [response_end(row.tolist(), [eos]) for row in responses]
+    lengths = [n for n, _ in ends]
+    assert min(lengths) < max(lengths) and not all(truncated for _, truncated in ends)  # rows left at different steps
+    prompt_ids, prompt_mask = (enc[key].repeat_interleave(4, dim=0) for key in ("input_ids", "attention_mask"))
+    expected = rescore(model, prompt_ids, prompt_mask, responses, 0.9)
+    for row, (n, _) in enumerate(ends):
+        assert torch.allclose(logps[row, :n], expected[row, :n], atol=1e-5)
+        assert (responses[row, n:] == pad).all()
+
+
+def test_pruned_greedy_equals_generate_with_responses_ending(policy):
+    """Greedy decoding draws nothing at random, so the pruned loop must give ``generate``'s responses exactly, with
+    rows ending at different steps."""
+    model, tokenizer = policy
+    enc = encode_prompts(PROMPTS, tokenizer, None, "cpu")
+    common = {"k": 1, "max_new_tokens": 8, "temperature": 0, "top_p": 1.0, "pad_token_id": tokenizer.pad_token_id}
+    free, _ = sample_sequences(model, enc, eos_token_id=NEVER, **common)
+    eos = int(free[0, 2])  # row 0 ends by its third token; the others go on unless they draw it
+    pruned, _ = sample_sequences(model, enc, eos_token_id=[eos], **common)
+    reference, _ = sample_sequences(model, enc, eos_token_id=[eos], prune_finished=False, **common)
+    lengths = [response_end(row.tolist(), [eos])[0] for row in reference]
+    assert min(lengths) <= 3 and max(lengths) > 3
+    for row, n in enumerate(lengths):
+        assert pruned[row, :n].tolist() == reference[row, :n].tolist()
 
 
 def _plain_generate(model, tokenizer, temperature: float, k: int) -> torch.Tensor:
@@ -84,8 +156,13 @@ def test_evaluation_ignores_a_repetition_penalty_in_the_generation_config(policy
     assert not torch.equal(honoured, unpenalised)  # a penalty of 3 would change them (else this test could not fail)
 
 
-def test_greedy_needs_one_sample(policy):
+def test_greedy_needs_one_sample_and_records_no_log_probs(policy):
     model, tokenizer = policy
     enc = encode_prompts(PROMPTS, tokenizer, None, "cpu")
-    with pytest.raises(ValueError, match="k=1"):
-        sample_sequences(model, enc, k=2, max_new_tokens=2, temperature=0, top_p=1.0, eos_token_id=[1], pad_token_id=0)
+    for prune in (True, False):
+        with pytest.raises(ValueError, match="k=1"):
+            sample_sequences(model, enc, k=2, max_new_tokens=2, temperature=0, top_p=1.0, eos_token_id=[1],
+                             pad_token_id=0, prune_finished=prune)  # fmt: skip
+        with pytest.raises(ValueError, match="record_logps needs sampling"):
+            sample_sequences(model, enc, k=1, max_new_tokens=2, temperature=0, top_p=1.0, eos_token_id=[1],
+                             pad_token_id=0, prune_finished=prune, record_logps=True)  # fmt: skip

@@ -104,6 +104,45 @@ def test_converted_model_loads_by_alias_and_answers(alias: str) -> None:
     assert expected in answer, answer
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("alias", [*ALIASES, "smollm2-135m-instruct"])
+def test_pruned_decoding_on_the_real_architecture(alias: str) -> None:
+    """The pruned decode loop on each real architecture (Qwen2, Gemma-3's sliding-window layers, Llama): greedy
+    responses of different lengths equal ``generate``'s, and sampled log-probs equal a teacher-forced pass, as rows
+    leave the batch and its cache."""
+    from dipo.evaluation.decoding import response_end, sample_sequences
+    from dipo.evaluation.generation import encode_prompts, eos_ids, load_model
+    from dipo.probe.sampling import rescore
+
+    if alias != "smollm2-135m-instruct":
+        _require(alias, gguf=False)
+    try:
+        model, tokenizer = load_model(alias, "float32", "cpu")
+    except (FileNotFoundError, OSError, ValueError) as error:
+        pytest.skip(f"{alias} not installed: {error}")
+    questions = ["What is 7 * 8?", "Name a colour.", "Count from 1 to 20:"]
+    enc = encode_prompts([[{"role": "user", "content": q}] for q in questions], tokenizer, None, "cpu")
+    stop, pad = eos_ids(model, tokenizer), tokenizer.pad_token_id
+    common = {"k": 1, "max_new_tokens": 12, "temperature": 0, "top_p": 1.0, "pad_token_id": pad}
+    free, _ = sample_sequences(model, enc, eos_token_id=[-1], **common)
+    stops = [*stop, int(free[0, 1])]  # row 0 ends by its second token, the others later or never
+    pruned, _ = sample_sequences(model, enc, eos_token_id=stops, **common)
+    reference, _ = sample_sequences(model, enc, eos_token_id=stops, prune_finished=False, **common)
+    lengths = [response_end(row.tolist(), stops)[0] for row in reference]
+    assert min(lengths) <= 2 < max(lengths)
+    assert [pruned[r, :n].tolist() for r, n in enumerate(lengths)] == [
+        reference[r, :n].tolist() for r, n in enumerate(lengths)
+    ]
+    torch.manual_seed(0)
+    responses, logps = sample_sequences(model, enc, k=2, max_new_tokens=12, temperature=1.0, top_p=1.0,
+                                        eos_token_id=stops, pad_token_id=pad, record_logps=True)  # fmt: skip
+    ids, mask = (enc[key].repeat_interleave(2, dim=0) for key in ("input_ids", "attention_mask"))
+    expected = rescore(model, ids, mask, responses, 1.0)
+    for row in range(responses.shape[0]):
+        n = response_end(responses[row].tolist(), stops)[0]
+        assert torch.allclose(logps[row, :n], expected[row, :n], atol=1e-4)
+
+
 def _kv(key: str, kind: int, payload: bytes) -> bytes:
     return struct.pack("<Q", len(key)) + key.encode() + struct.pack("<I", kind) + payload
 

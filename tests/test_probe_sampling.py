@@ -127,13 +127,14 @@ def test_probe_cli_bf16_sampling_stores_the_fp32_policy_logprobs(tmp_path, capsy
 
 @pytest.mark.parametrize(("temperature", "top_p"), [(TEMPERATURE, 1.0), (1.0, 1.0), (1.3, 0.8)])
 def test_recorded_logprobs_match_generate_logits_with_the_same_tokens(policy, temperature, top_p):
-    """fp32 sampling records the log-probs step by step (no vocabulary-sized logits kept for the whole response): the
-    drawn tokens are exactly those of ``generate``'s own warpers with ``output_logits=True``, and the log-probs are
-    ``log softmax(logits / T)`` of those raw logits, untruncated by top-p."""
+    """fp32 sampling through ``generate`` records the log-probs step by step (no vocabulary-sized logits kept for the
+    whole response): the drawn tokens are exactly those of ``generate``'s own warpers with ``output_logits=True``, and
+    the log-probs are ``log softmax(logits / T)`` of those raw logits, untruncated by top-p. (The pruned loop, the
+    default, is checked against this path in ``tests/test_decoding.py``.)"""
     model, tokenizer = policy
     config = SamplingConfig(k=4, max_new_tokens=6, temperature=temperature, top_p=top_p, batch_size=3)
     rows = _rows()
-    samples = sample_batch(model, tokenizer, rows, config, 5)
+    samples = sample_batch(model, tokenizer, rows, config, 5, prune_finished=False)
     enc = tokenizer([r.prompt for r in rows], return_tensors="pt", padding=True)
     torch.manual_seed(config.seed + 5)
     reference = model.generate(
@@ -154,7 +155,7 @@ def test_recorded_logprobs_match_generate_logits_with_the_same_tokens(policy, te
 
 def test_recorder_keeps_one_step_of_logits_and_gathers_the_last_token():
     """Hand-made steps: each step's distribution is dropped once the next call shows the token drawn from it."""
-    recorder = sampling.SampledTokenLogps(temperature=2.0)
+    recorder = decoding.SampledTokenLogps(temperature=2.0)
     scores = [torch.tensor([[0.0, 2.0, 4.0]]), torch.tensor([[4.0, 0.0, 0.0]])]
     ids = torch.tensor([[7, 2]])  # prompt token 7, then token 2 drawn at step 1
     assert torch.equal(recorder(ids[:, :1], scores[0].clone()), scores[0] / 2)
@@ -166,8 +167,9 @@ def test_recorder_keeps_one_step_of_logits_and_gathers_the_last_token():
 
 
 def test_each_prompt_is_prefilled_once_for_its_k_samples(policy):
-    """The k samples share one prefill of their prompt: the model sees B prompts once, then one token per sample per
-    step (generate alone would prefill B·k copies); the cache equals a per-copy prefill up to float rounding."""
+    """On the ``generate`` path, the k samples share one prefill of their prompt: the model sees B prompts once, then
+    one token per sample per step (generate alone would prefill B·k copies); the cache equals a per-copy prefill up to
+    float rounding. (The pruned loop's prefill: ``tests/test_decoding.py``.)"""
     model, tokenizer = policy
     config = SamplingConfig(k=4, max_new_tokens=3, temperature=TEMPERATURE, top_p=1.0, batch_size=3)
     rows = _rows()
@@ -176,7 +178,7 @@ def test_each_prompt_is_prefilled_once_for_its_k_samples(policy):
         lambda _m, _a, kw: widths.append(tuple(kw["input_ids"].shape)), with_kwargs=True
     )
     try:
-        sample_batch(model, tokenizer, rows, config, 0)
+        sample_batch(model, tokenizer, rows, config, 0, prune_finished=False)
     finally:
         hook.remove()
     prompt = tokenizer([r.prompt for r in rows], return_tensors="pt", padding=True)["input_ids"]

@@ -154,6 +154,7 @@ def generate(
     *,
     order: str = "length",
     seeding: str = "per_batch",
+    prune_finished: bool = True,
     share_prompt: bool = True,
     grouped_attention: bool = True,
 ) -> Generations:
@@ -167,9 +168,11 @@ def generate(
 
     Each batch is one :func:`~dipo.evaluation.decoding.sample_sequences` call: the sampling parameters are
     ``config``'s, with ``top_k=0`` and no repetition penalty whatever the checkpoint's generation config says (as TRL
-    samples in training). ``share_prompt`` (one prefill per prompt for its k samples) and ``grouped_attention``
-    (grouped-query decode steps without copying the cache) change only float rounding; ``False`` gives the plain
-    ``generate`` path (the demo keeps it, so that its published draws stay bit for bit).
+    samples in training). ``prune_finished`` (drop a response from the batch once it has ended: the draws differ
+    from ``generate``'s after the first row ends, from the same distribution), ``share_prompt`` (one prefill per
+    prompt for its k samples) and ``grouped_attention`` (grouped-query decode steps without copying the cache);
+    all ``False`` gives the plain ``generate`` path (the demo keeps it, so that its published draws stay bit for
+    bit).
     """
     for name, value, choices in (("order", order, ORDERS), ("seeding", seeding, SEEDINGS)):
         if value not in choices:
@@ -190,7 +193,7 @@ def generate(
         enc = encode_prompts([prompts[i] for i in idx], tokenizer, config.chat_template, device)
         if seeding == "per_batch" or batch_index == 0:
             torch.manual_seed(config.seed + batch_index)
-        seqs = sample_sequences(
+        responses, _ = sample_sequences(
             model,
             enc,
             k=k,
@@ -199,10 +202,11 @@ def generate(
             top_p=config.top_p,
             eos_token_id=stop_ids,
             pad_token_id=tokenizer.pad_token_id,
+            prune_finished=prune_finished,
             share_prompt=share_prompt,
             grouped_attention=grouped_attention,
         )
-        for row, ids in enumerate(seqs[:, enc["input_ids"].shape[1] :].cpu()):
+        for row, ids in enumerate(responses.cpu()):
             target = idx[row // k]
             ids_list = ids.tolist()
             length, truncated = response_end(ids_list, stop_ids)

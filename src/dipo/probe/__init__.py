@@ -315,6 +315,7 @@ def _probe_meta(
         "logprobs": "log softmax(logits / temperature) of the sampled tokens (tempered policy, no top-p), EOS "
         "included, prompt and padding excluded",
         "prompt_prefill": "once per prompt, its KV cache shared by the k samples (dipo.probe.sampling)",
+        "decoder": "each response leaves the batch once it has ended (dipo.evaluation.decoding.decode_pruned)",
         "hardware": hardware_description(),
         "torch_threads": torch.get_num_threads(),
     }

@@ -1,9 +1,9 @@
 """Sampling for ``dipo probe``: k responses per prompt with the per-token log-probs of the policy that sampled them.
 
 **Which distribution.** The log-prob of response token y_t is ``log softmax(z_t / T)[y_t]``, where ``z_t`` are the
-model's raw logits at that step (recorded during ``generate`` by :class:`SampledTokenLogps`) and ``T`` the
-sampling temperature: the *tempered* policy, exactly what TRL's old / sampler per-token log-probs are (TRL divides
-the logits by the temperature; it applies no top-p / top-k truncation to them). With ``top_p = 1`` this is the
+model's raw logits at that step (recorded while sampling by :func:`dipo.evaluation.decoding.sample_sequences`) and
+``T`` the sampling temperature: the *tempered* policy, exactly what TRL's old / sampler per-token log-probs are (TRL
+divides the logits by the temperature; it applies no top-p / top-k truncation to them). With ``top_p = 1`` this is the
 distribution the tokens were drawn from; with ``top_p < 1`` tokens were drawn from the truncated version of it, as in
 training. As in TRL, a repetition penalty in the model's generation config is overridden (``repetition_penalty=1``):
 many instruct checkpoints ship one (Qwen2.5-Instruct: 1.05–1.1), and it would change the sampled distribution.
@@ -35,7 +35,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
 
 from dipo.evaluation.decoding import mask_positions, response_end, sample_sequences
 from dipo.evaluation.generation import SamplingConfig, encode_prompts, eos_ids, render
@@ -115,42 +114,6 @@ def rescore(
     return torch.cat(out)
 
 
-class SampledTokenLogps(LogitsProcessor):
-    """Records ``log softmax(z_t / T)[y_t]`` of every sampled token during ``generate``, one step's distribution at a
-    time, and applies the temperature itself (``generate`` then runs with ``temperature=1``).
-
-    ``generate(..., output_logits=True)`` would keep every step's logits until the end: rows × steps × vocabulary fp32,
-    10 GB for 32 rows × 512 tokens × Qwen's 152k vocabulary, and three times that to take their log-softmax. Here the
-    distribution of step t is kept only until step t + 1, whose ``input_ids`` end with the token drawn from it; the
-    last step's token is gathered from the returned sequences by :meth:`token_logps`. Placed before top-p, with no
-    warper of ``generate``'s own before it, it sees the raw logits as ``output_logits`` would and divides them by ``T``
-    exactly as ``TemperatureLogitsWarper`` does, so the drawn tokens are unchanged.
-    """
-
-    def __init__(self, temperature: float) -> None:
-        self.temperature = temperature
-        self._pending: torch.Tensor | None = None
-        self._logps: list[torch.Tensor] = []
-
-    def _collect(self, input_ids: torch.Tensor) -> None:
-        if self._pending is not None:
-            self._logps.append(self._pending.gather(-1, input_ids[:, -1:]).squeeze(-1))
-            self._pending = None
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        self._collect(input_ids)
-        scores = scores / self.temperature
-        self._pending = torch.log_softmax(scores.float(), dim=-1)
-        return scores
-
-    def token_logps(self, sequences: torch.Tensor) -> torch.Tensor:
-        """``[rows, steps]`` log-probs of the generated tokens, given ``generate``'s returned ``sequences``."""
-        self._collect(sequences)
-        if not self._logps:
-            return torch.zeros(sequences.shape[0], 0)
-        return torch.stack(self._logps, dim=1)
-
-
 def batch_plan(rows: Sequence[TaskRow], tokenizer: Any, config: SamplingConfig) -> list[list[int]]:
     """Row indices of each generation batch: rows sorted by rendered prompt length, ``batch_size`` per batch."""
     lengths = [len(render(r.prompt, tokenizer, config.chat_template)) for r in rows]
@@ -166,16 +129,19 @@ def sample_batch(
     config: SamplingConfig,
     batch_index: int,
     sampler: Any = None,
+    prune_finished: bool = True,
     share_prompt: bool = True,
     grouped_attention: bool = True,
 ) -> list[list[dict[str, Any]]]:
-    """``config.k`` samples of every row (one ``generate`` call, each prompt prefilled once by
-    :func:`~dipo.evaluation.decoding.shared_prompt_cache`), each with its per-token tempered log-probs.
+    """``config.k`` samples of every row (one :func:`~dipo.evaluation.decoding.sample_sequences` call), each with
+    its per-token tempered log-probs.
 
     ``sampler`` (default ``model``) draws the tokens; when it is not ``model``, the log-probs are recomputed by
-    :func:`rescore` with ``model``. ``share_prompt=False`` lets ``generate`` prefill each of the k copies itself;
+    :func:`rescore` with ``model``. ``prune_finished=False`` samples with ``generate`` (which keeps computing ended
+    responses) instead of the pruned decode loop; ``share_prompt=False`` prefills each of the k copies of a prompt;
     ``grouped_attention=False`` keeps transformers' sdpa at decode steps instead of
-    :func:`~dipo.evaluation.attention.grouped_decode_sdpa` (both: reference paths of ``benchmarks/sampling_bench.py``).
+    :func:`~dipo.evaluation.attention.grouped_decode_sdpa` (all three: reference paths of
+    ``benchmarks/sampling_bench.py``).
 
     Returns, per row, ``k`` dicts: ``completion`` (decoded, special tokens dropped), ``num_tokens`` (incl. EOS),
     ``truncated`` (no EOS within ``max_new_tokens``), ``token_ids`` and ``token_logps`` (one per counted token).
@@ -186,33 +152,26 @@ def sample_batch(
     enc = encode_prompts([r.prompt for r in rows], tokenizer, config.chat_template, device)
     stop = eos_ids(model, tokenizer)
     sampler = model if sampler is None else sampler
-    # Sampling with the policy itself: the recorder keeps its log-probs and applies the temperature (then top-p), so
-    # generate adds no warper of its own; the drawn tokens are those generate's own warpers would draw.
-    recorder = SampledTokenLogps(config.temperature) if sampler is model else None
-    processors = LogitsProcessorList([recorder] if recorder else [])
-    if recorder and config.top_p < 1.0:
-        processors.append(TopPLogitsWarper(top_p=config.top_p))
     torch.manual_seed(config.seed + batch_index)
-    sequences = sample_sequences(
+    completion, token_logps = sample_sequences(
         sampler,
         enc,
         k=config.k,
         max_new_tokens=config.max_new_tokens,
-        temperature=1.0 if recorder else config.temperature,
-        top_p=1.0 if recorder else config.top_p,
+        temperature=config.temperature,
+        top_p=config.top_p,
         eos_token_id=stop,
         pad_token_id=tokenizer.pad_token_id,
-        logits_processor=processors,
+        record_logps=sampler is model,  # else the policy rescores the drawn tokens below
+        prune_finished=prune_finished,
         share_prompt=share_prompt,
         grouped_attention=grouped_attention,
     )
-    completion = sequences[:, enc["input_ids"].shape[1] :]
-    if recorder:
-        token_logps = recorder.token_logps(sequences).cpu()
-    else:
+    if token_logps is None:
         prompt_ids = enc["input_ids"].repeat_interleave(config.k, dim=0)
         prompt_mask = enc["attention_mask"].repeat_interleave(config.k, dim=0)
-        token_logps = rescore(model, prompt_ids, prompt_mask, completion, config.temperature).cpu()
+        token_logps = rescore(model, prompt_ids, prompt_mask, completion, config.temperature)
+    token_logps = token_logps.cpu()
     completion = completion.cpu()
     results: list[list[dict[str, Any]]] = [[] for _ in rows]
     for seq in range(completion.shape[0]):
