@@ -153,7 +153,13 @@ def test_demo_evaluation_goes_through_dipo_evaluation_with_the_former_draws(monk
         assert result.pass_at_k_by_level[level] == sum(hits[i] > 0 for i in at) / len(at)
     settings = [(c.k, c.temperature, c.top_p, c.batch_size, c.seed) for c, *_ in calls]
     assert settings == [(1, 0, 1.0, 8, 0), (k, 1.0, 1.0, 2, seed)]  # greedy, then k samples (8 // k prompts per call)
-    plain = {"order": "input", "seeding": "once", "share_prompt": False, "grouped_attention": False}
+    plain = {
+        "order": "input",
+        "seeding": "once",
+        "prune_finished": False,
+        "share_prompt": False,
+        "grouped_attention": False,
+    }
     assert all(options == plain for _, options, _ in calls)
 
 
