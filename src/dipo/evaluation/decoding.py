@@ -136,15 +136,15 @@ def decode_pruned(
         input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
         logits_to_keep=1,
     ).logits[:, -1]  # fmt: skip
+    next_position = positions[:, -1] + 1
     if copies < k:
         cache.batch_repeat_interleave(k)
-        logits, mask, positions = (t.repeat_interleave(k, dim=0) for t in (logits, mask, positions))
+        logits, mask, next_position = (t.repeat_interleave(k, dim=0) for t in (logits, mask, next_position))
     rows = logits.shape[0]
     fill = pad_token_id if pad_token_id is not None else 0
     responses = torch.full((rows, max_new_tokens), fill, dtype=ids.dtype, device=ids.device)
     logps_out = torch.zeros(rows, max_new_tokens, device=ids.device) if record_logps else None
     active = torch.arange(rows, device=ids.device)
-    next_position = positions[:, -1] + 1
     steps = 0
     for step in range(max_new_tokens):
         scores = logits.float() if greedy else logits.float() / temperature
