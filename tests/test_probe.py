@@ -261,6 +261,14 @@ def test_shards_merge_into_the_full_probe(tiny_model_dir, tmp_path):
     assert main(["probe", "--merge", str(a), str(b), "--output_dir", str(merged)]) == 0
     result = json.loads((merged / "probe.json").read_text())["result"]
     assert result["num_prompts"] == 12
+    assert (
+        json.loads((merged / "meta.json").read_text())["sample_dtype"]
+        == json.loads((a / "meta.json").read_text())["sample_dtype"]
+    )
+    meta_b = json.loads((b / "meta.json").read_text())  # a shard sampled on another machine says so when merged
+    (b / "meta.json").write_text(json.dumps({**meta_b, "sample_dtype": "other"}))
+    assert main(["probe", "--merge", str(a), str(b), "--output_dir", str(tmp_path / "mixed")]) == 0
+    assert json.loads((tmp_path / "mixed" / "meta.json").read_text())["sample_dtype"].startswith("mixed across")
     assert main(["probe", "--merge", str(a), str(a), "--output_dir", str(tmp_path / "bad")]) == 2
 
 

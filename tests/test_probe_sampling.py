@@ -123,6 +123,18 @@ def test_probe_cli_bf16_sampling_stores_the_fp32_policy_logprobs(tmp_path, capsy
     for record in records:
         direct = _direct_logps(model, tokenizer, prompts[record["id"]], record["token_ids"])
         assert torch.allclose(torch.tensor(record["token_logps"], dtype=torch.float64), direct, atol=2e-5)
+    assert "tokens drawn with bf16 weights" in (out / "probe.md").read_text()
+
+    # A resume that would draw with other weights (e.g. 'auto' on another CPU) is refused, naming the fix.
+    lines = (out / "samples.jsonl").read_text().splitlines()
+    (out / "samples.jsonl").write_text("\n".join(lines[:4]) + "\n")
+    before = (out / "samples.jsonl").read_text()
+    assert main([*argv[:-2], "--sample_dtype", "fp32", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "drawn with bf16 weights" in err and "--sample_dtype bf16" in err
+    assert (out / "samples.jsonl").read_text() == before  # nothing lost
+    assert main([*argv, "--resume"]) == 0
+    assert len((out / "samples.jsonl").read_text().splitlines()) == 12
 
 
 @pytest.mark.parametrize(("temperature", "top_p"), [(TEMPERATURE, 1.0), (1.0, 1.0), (1.3, 0.8)])

@@ -66,6 +66,13 @@ def _check_resume_settings(out_dir: Path, old: Any, meta: dict[str, Any]) -> Non
     if not isinstance(old, dict):
         raise ValueError(f"--resume: {out_dir}/meta.json is not a probe's meta.json; use --overwrite to start again")
     diff = [key for key in _RESUME_KEYS if key in meta and old.get(key) != meta.get(key)]
+    was, now = old.get("sample_dtype"), meta.get("sample_dtype")
+    if was and now and was != now:
+        raise ValueError(
+            f"--resume: the samples in {out_dir} were drawn with {was} weights, but this run would draw with {now} "
+            f"('auto' follows the CPU: bf16 where it has native bf16); pass --sample_dtype {was} to continue as the "
+            "probe started, or use --overwrite to start again"
+        )
     if diff:
         raise ValueError(
             f"--resume: {out_dir}/meta.json was written with other settings ({', '.join(diff)} differ: "
@@ -428,6 +435,10 @@ def merge_probes(
         seen |= ids
         records.extend(shard)
     merged = {key: metas[0].get(key) for key in (*keys, "reward", "logprobs", "hardware", "torch_threads")}
+    for key in ("sample_dtype", "decoder"):  # shards may come from other machines or code: say so, never hide it
+        values = sorted({str(m[key]) for m in metas if m.get(key)})
+        if values:
+            merged[key] = values[0] if len(values) == 1 else "mixed across shards: " + "; ".join(values)
     merged.update(
         merged_from=[str(d) for d in dirs],
         num_prompts=len(seen),

@@ -59,9 +59,12 @@ def markdown(result: dict[str, Any], meta: dict[str, Any]) -> str:
     lines = [f"# dipo probe: {meta.get('model')} on {meta.get('task')} ({meta.get('dataset')})", ""]
     lines += [f"**Verdict.** {verdict(result)}", ""]
     s = meta.get("sampling", {})
+    dtype = meta.get("sample_dtype")
+    drawn = f", tokens drawn with {dtype} weights (log-probs: the policy as loaded)" if dtype else ""
     lines += [
         f"Sampling: k = {s.get('k')}, temperature {s.get('temperature')}, top-p {s.get('top_p')}, max "
-        f"{s.get('max_new_tokens')} new tokens, chat template {meta.get('chat_template_used')}, seed {s.get('seed')}. "
+        f"{s.get('max_new_tokens')} new tokens, chat template {meta.get('chat_template_used')}, seed {s.get('seed')}"
+        f"{drawn}. "
         "Log-PPL = mean token NLL of the response tokens (EOS included) under the tempered policy softmax(logits/T), "
         "as TRL's sampler / old log-probs. Truncated responses: "
         f"{'included in' if result['config']['truncated'] == 'include' else 'excluded from'} the PPL analysis. "
