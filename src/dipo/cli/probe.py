@@ -47,8 +47,8 @@ GROUP_SIZE = Range(low=2, integer=True)
 
 SAMPLE_DTYPE_HELP = (
     "weights that draw the tokens: bf16 (a bf16 copy samples, one teacher-forced pass of the policy recomputes the "
-    "log-probs) or fp32 (the policy itself samples); the PPL is the policy's either way. auto (default): bf16 on CPUs "
-    "with avx512_bf16/amx_bf16, else the policy's own dtype"
+    "log-probs) or fp32 (the policy itself samples); the PPL is the policy's either way. auto (default): the policy's "
+    "own dtype (bf16 + rescoring measured slower on short answers even on a CPU with native bf16)"
 )
 
 

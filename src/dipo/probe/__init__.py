@@ -70,8 +70,8 @@ def _check_resume_settings(out_dir: Path, old: Any, meta: dict[str, Any]) -> Non
     if was and now and was != now:
         raise ValueError(
             f"--resume: the samples in {out_dir} were drawn with {was} weights, but this run would draw with {now} "
-            f"('auto' follows the CPU: bf16 where it has native bf16); pass --sample_dtype {was} to continue as the "
-            "probe started, or use --overwrite to start again"
+            f"(before 2026-12-07, 'auto' chose bf16 on CPUs with native bf16); pass --sample_dtype {was} to "
+            "continue as the probe started, or use --overwrite to start again"
         )
     if diff:
         raise ValueError(

@@ -20,11 +20,12 @@ fixed order (prompts sorted by length) and batch b is seeded with ``seed + b`` w
 on CPU). With ``sample_dtype="bf16"`` a bf16 copy of it draws the tokens and one teacher-forced pass of the policy
 recomputes the log-probs of the drawn tokens, exactly as training computes its old log-probs from a vLLM / bf16
 sampler's tokens: the PPL is the policy's, the tokens come from its bf16 rounding. ``sample_dtype="fp32"`` samples
-with the policy itself (fp32 on CPU) and records its log-probs while it samples. ``"auto"`` (default) picks the
-faster one: bf16 on a CPU with native bf16 matrix instructions (``avx512_bf16`` / ``amx_bf16``; issue 19 measured 1.66x
-there), the policy's own dtype elsewhere (an AVX2-only CPU runs bf16 matmuls several times slower than fp32; on a GPU
-the policy is loaded in bf16 already). See ``benchmarks/sampling_bench.py`` and ``docs/results/sampling.md``. When
-the sampling dtype is the policy's own, no copy is made and nothing is recomputed.
+with the policy itself (fp32 on CPU) and records its log-probs while it samples. ``"auto"`` (default) samples with
+the policy's own dtype. bf16 drawing pays only where bf16 matmuls are native, and there the rescoring pass eats the
+gain: on a CPU with ``avx512_bf16`` (2026-12-07) bf16 drawing alone ran 1.73x fp32, but bf16 + rescoring ran 0.46x on
+16-token answers and 1.11x on 256-token chains (an AVX2-only CPU runs bf16 matmuls several times slower than fp32;
+on a GPU the policy is loaded in bf16 already). See ``benchmarks/sampling_bench.py`` and
+``docs/results/sampling.md``. When the sampling dtype is the policy's own, no copy is made and nothing is recomputed.
 """
 
 from __future__ import annotations
@@ -48,27 +49,14 @@ DEFAULT_SAMPLE_DTYPE = "auto"
 RESCORE_LOGITS_BYTES = 1 << 29
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU has bf16 matrix instructions (``avx512_bf16`` or ``amx_bf16`` in ``/proc/cpuinfo``)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def resolve_sample_dtype(sample_dtype: str, model: Any) -> str:
-    """``bf16`` / ``fp32`` / ``fp16``: the choice itself, or for ``auto`` the faster exact one on this hardware."""
+    """``bf16`` / ``fp32`` / ``fp16``: the choice itself, or for ``auto`` the policy's own dtype (no copy)."""
     if sample_dtype not in SAMPLE_DTYPE_CHOICES and sample_dtype not in SAMPLE_DTYPES:
         raise ValueError(f"sample_dtype must be one of {', '.join(SAMPLE_DTYPE_CHOICES)}, got {sample_dtype!r}")
     if sample_dtype != "auto":
         return sample_dtype
-    param = next(model.parameters())
-    if param.device.type == "cpu" and cpu_has_native_bf16():
-        return "bf16"
     own = {dtype: name for name, dtype in SAMPLE_DTYPES.items()}
-    return own.get(param.dtype, "fp32")
+    return own.get(next(model.parameters()).dtype, "fp32")
 
 
 def sampling_model(model: Any, sample_dtype: str = DEFAULT_SAMPLE_DTYPE) -> Any:
