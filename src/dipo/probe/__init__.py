@@ -29,7 +29,7 @@ from dipo.fileio import FileFormatError, decode_utf8, parse_json, read_json, rea
 from dipo.fileio import check_output_dir as guard_output_dir
 from dipo.probe.analysis import AnalysisConfig, analyse, build_tensors
 from dipo.probe.report import verdict, write_report
-from dipo.probe.sampling import SAMPLE_DTYPE_CHOICES, resolve_sample_dtype, sample_rows
+from dipo.probe.sampling import DEFAULT_SAMPLE_DTYPE, SAMPLE_DTYPE_CHOICES, resolve_sample_dtype, sample_rows
 from dipo.tasks.registry import get_task
 
 logger = logging.getLogger("dipo.probe")
@@ -65,7 +65,6 @@ def check_output_dir(out_dir: Path, settings: dict[str, Any], k: int, overwrite:
 def _check_resume_settings(out_dir: Path, old: Any, meta: dict[str, Any]) -> None:
     if not isinstance(old, dict):
         raise ValueError(f"--resume: {out_dir}/meta.json is not a probe's meta.json; use --overwrite to start again")
-    diff = [key for key in _RESUME_KEYS if key in meta and old.get(key) != meta.get(key)]
     was, now = old.get("sample_dtype"), meta.get("sample_dtype")
     if was and now and was != now:
         raise ValueError(
@@ -73,6 +72,7 @@ def _check_resume_settings(out_dir: Path, old: Any, meta: dict[str, Any]) -> Non
             f"(before 2026-12-07, 'auto' chose bf16 on CPUs with native bf16); pass --sample_dtype {was} to "
             "continue as the probe started, or use --overwrite to start again"
         )
+    diff = [key for key in _RESUME_KEYS if key in meta and old.get(key) != meta.get(key)]
     if diff:
         raise ValueError(
             f"--resume: {out_dir}/meta.json was written with other settings ({', '.join(diff)} differ: "
@@ -215,7 +215,7 @@ def run_probe(
     resume: bool = False,
     analysis: AnalysisConfig | None = None,
     show_progress: bool = True,
-    sample_dtype: str = "auto",
+    sample_dtype: str = DEFAULT_SAMPLE_DTYPE,
 ) -> dict[str, Any]:
     """Sample, score and analyse; writes the probe folder and returns ``{"meta", "result"}``.
 
@@ -337,7 +337,7 @@ def _sample_into(
     spec: Any,
     done: set[str],
     show_progress: bool,
-    sample_dtype: str = "auto",
+    sample_dtype: str = DEFAULT_SAMPLE_DTYPE,
 ) -> float:
     """Sample the rows not ``done`` and append their scored samples to ``samples_path`` batch by batch; returns the
     sampling seconds."""
